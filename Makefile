@@ -1,0 +1,59 @@
+# The README's commands: `make demo` (train the demo model, then serve it) and `make test`.
+# Steps whose output exists are skipped; delete data/ or artifacts/ to rebuild them.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_DATA := data/demo
+DEMO_MODEL := artifacts/demo/model.safetensors
+
+.PHONY: demo serve test lint install clean-demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# One stamp per extra: pyproject.toml changing reinstalls.
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-demo
+
+install: $(VENV)/.installed-dev
+
+$(DEMO_DATA)/demo_manifest.json: | $(VENV)/.installed-demo
+	$(BIN)/python -m train.demo_data --out $(DEMO_DATA)
+
+$(DEMO_MODEL): | $(DEMO_DATA)/demo_manifest.json
+	$(BIN)/python -m train.driver --data-dir $(DEMO_DATA) --out $(DEMO_MODEL) \
+		--num-workers 2 --image-size 64
+
+demo: $(DEMO_MODEL)
+	@$(MAKE) --no-print-directory serve
+
+# `serve run` in the foreground; once /health answers, print where to send requests.
+serve: | $(VENV)/.installed-demo
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/serve run serve_config.yaml & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid' INT TERM; \
+	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://$(HOST):$(PORT)/health', timeout=2)" 2>/dev/null; do \
+		kill -0 $$pid 2>/dev/null || exit 1; sleep 1; \
+	done; \
+	printf '\nProduct Photo Detector is serving on http://%s:%s  (Ctrl-C stops it)\n' $(HOST) $(PORT); \
+	printf 'Try:\n  curl -F file=@%s/test/FAKE/test_fake_00000.png http://%s:%s/predict\n\n' $(DEMO_DATA) $(HOST) $(PORT); \
+	wait $$pid
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/bandit --quiet -c pyproject.toml -r common deployments train tune
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean-demo:
+	rm -rf $(DEMO_DATA) artifacts/demo

@@ -1,0 +1,67 @@
+import pickle
+
+import pytest
+import torch
+
+from common.checkpoint import CheckpointError, ModelMeta, load_checkpoint, save_checkpoint
+from common.model import build_model
+
+
+def _meta(**overrides) -> ModelMeta:
+    return ModelMeta(
+        image_size=48,
+        threshold=0.42,
+        version="v-test",
+        data_fingerprint="abc",
+        metrics={"accuracy": 0.9},
+        **overrides,
+    )
+
+
+def test_round_trip_keeps_weights_and_metadata(tmp_path):
+    model = build_model().eval()
+    uri = save_checkpoint(model, _meta(), tmp_path / "m.safetensors")
+
+    loaded, meta = load_checkpoint(uri)
+    assert meta == _meta()
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert not loaded.training
+
+
+def test_a_directory_uri_means_its_model_safetensors(tmp_path):
+    save_checkpoint(build_model(), _meta(), tmp_path / "model.safetensors")
+    _, meta = load_checkpoint(tmp_path)
+    assert meta.version == "v-test"
+
+
+def test_fsspec_uris_round_trip():
+    # gs:// goes through the same fsspec calls (gcsfs); memory:// exercises them offline.
+    uri = save_checkpoint(build_model(), _meta(), "memory://ckpt/model.safetensors")
+    _, meta = load_checkpoint(uri)
+    assert meta.image_size == 48
+
+
+def test_a_pickled_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(build_model().state_dict(), path)
+    with pytest.raises(CheckpointError, match="pickled"):
+        load_checkpoint(path)
+
+
+def test_a_raw_pickle_is_refused_without_being_unpickled(tmp_path):
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(CheckpointError, match="pickled"):
+        load_checkpoint(path)
+
+
+def test_missing_and_foreign_files_get_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "absent.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a safetensors"):
+        load_checkpoint(junk)

@@ -1,0 +1,141 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.image import (
+    CorruptImage,
+    ImageLimits,
+    ImageTooLarge,
+    ImageTooSmall,
+    UnsupportedImageFormat,
+    decode_image,
+    prepare_image,
+    sniff_format,
+)
+from tests.images import FORMAT_MODES, crop, encode, image_bytes, to_mode
+
+SIZE = 32
+
+
+@pytest.mark.parametrize(("fmt", "mode"), FORMAT_MODES)
+def test_every_common_mode_becomes_rgb_uint8_at_model_size(fmt, mode):
+    prepared = prepare_image(image_bytes(0, fmt, mode), SIZE)
+    assert prepared.pixels.dtype == np.uint8
+    assert prepared.pixels.shape == (3, SIZE, SIZE)
+    assert prepared.pixels.flags["C_CONTIGUOUS"]
+    assert (prepared.width, prepared.height, prepared.format) == (96, 72, fmt)
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("PNG", "RGB"), ("PNG", "L"), ("PNG", "I;16")])
+def test_lossless_uploads_keep_their_content(fmt, mode):
+    source = to_mode(crop(1), mode)
+    reference = crop(1) if mode == "RGB" else crop(1).convert("L").convert("RGB")
+    decoded = decode_image(encode(source, fmt))
+    diff = np.abs(np.asarray(decoded, dtype=int) - np.asarray(reference, dtype=int))
+    assert diff.max() <= 1
+
+
+def test_transparent_pixels_become_white():
+    image = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    decoded = decode_image(encode(image, "PNG"))
+    assert decoded.getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_exif_rotated_jpeg_comes_out_upright():
+    upright = Image.new("RGB", (32, 64), (220, 20, 20))
+    upright.paste((20, 20, 220), (0, 32, 32, 64))  # top red, bottom blue
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a sideways camera stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    data = encode(stored, "JPEG", exif=exif.tobytes())
+
+    decoded = decode_image(data)
+    assert decoded.size == (32, 64)
+    assert decoded.getpixel((16, 8))[0] > 180  # red on top
+    assert decoded.getpixel((16, 56))[2] > 180  # blue at the bottom
+    assert (prepare_image(data, SIZE).width, prepare_image(data, SIZE).height) == (32, 64)
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [
+        (b"\xff\xd8\xff\xe0rest", "JPEG"),
+        (b"\x89PNG\r\n\x1a\nrest", "PNG"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"),
+    ],
+)
+def test_format_is_recognised_by_leading_bytes(data, fmt):
+    assert sniff_format(data) == fmt
+
+
+def _truncated(fmt: str) -> bytes:
+    data = image_bytes(2, fmt)
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", CorruptImage),
+        (b"hello, this is text", UnsupportedImageFormat),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", UnsupportedImageFormat),
+        (b"%PDF-1.7\n", UnsupportedImageFormat),
+        (encode(crop(0), "GIF"), UnsupportedImageFormat),
+        (b"\xff\xd8\xff" + bytes(range(256)) * 4, CorruptImage),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, CorruptImage),
+        (_truncated("JPEG"), CorruptImage),
+        (_truncated("PNG"), CorruptImage),
+        (encode(Image.new("RGB", (8, 40)), "PNG"), ImageTooSmall),
+    ],
+    ids=[
+        "empty",
+        "text",
+        "svg",
+        "pdf",
+        "gif",
+        "jpeg-garbage",
+        "png-garbage",
+        "truncated-jpeg",
+        "truncated-png",
+        "too-small",
+    ],
+)
+def test_malformed_bytes_raise_a_clear_image_error(data, error):
+    with pytest.raises(error) as excinfo:
+        prepare_image(data, SIZE)
+    assert str(excinfo.value)
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    bomb = encode(Image.new("1", (9_000, 9_000)), "PNG")  # 81 M pixels in a few kB
+    assert len(bomb) < 200_000
+    with pytest.raises(ImageTooLarge, match="pixels"):
+        prepare_image(bomb, SIZE)
+
+
+def test_side_over_the_limit_is_refused():
+    data = encode(Image.new("1", (12_000, 20)), "PNG")
+    with pytest.raises(ImageTooLarge, match="at most 10000"):
+        prepare_image(data, SIZE)
+
+
+def test_file_over_the_byte_limit_is_refused():
+    with pytest.raises(ImageTooLarge, match="bytes"):
+        prepare_image(image_bytes(0), SIZE, ImageLimits(max_bytes=100))
+
+
+def test_animated_webp_is_refused():
+    frames = [crop(0), crop(1)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="WEBP", save_all=True, append_images=frames[1:], duration=100)
+    with pytest.raises(UnsupportedImageFormat, match="animated"):
+        prepare_image(buffer.getvalue(), SIZE)
+
+
+def test_jpeg_draft_decoding_matches_full_decoding_closely():
+    data = encode(crop(0, size=(640, 480)), "JPEG")
+    drafted = prepare_image(data, SIZE).pixels.astype(int)
+    full = np.asarray(decode_image(data).resize((SIZE, SIZE), Image.Resampling.BILINEAR), dtype=int)
+    assert np.abs(drafted - full.transpose(2, 0, 1)).mean() < 4.0

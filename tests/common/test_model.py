@@ -1,0 +1,39 @@
+import torch
+
+from common.model import build_model, gradcam_target_layer, to_model_input
+
+# timm 1.0.31 efficientnet_b0 without classifier (4,007,548) + our head (657,409)
+EXPECTED_PARAMETERS = 4_664_957
+
+
+def test_model_outputs_one_logit_per_image():
+    model = build_model().eval()
+    with torch.no_grad():
+        logits = model(torch.randn(3, 3, 32, 32))
+    assert logits.shape == (3,)
+
+
+def test_parameter_count_is_backbone_plus_head():
+    model = build_model()
+    assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMETERS
+    assert [type(m).__name__ for m in model.head] == [
+        "Linear",
+        "BatchNorm1d",
+        "ReLU",
+        "Dropout",
+        "Linear",
+    ]
+    assert model.head[0].in_features == 1280 and model.head[0].out_features == 512
+    assert model.head[3].p == 0.3
+
+
+def test_gradcam_layer_is_the_last_conv_block():
+    model = build_model()
+    assert gradcam_target_layer(model) is model.backbone.bn2
+
+
+def test_normalisation_happens_on_the_model_side():
+    pixels = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    x = to_model_input(pixels, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "cpu")
+    assert x.dtype == torch.float32
+    assert torch.allclose(x, torch.full_like(x, 2.0))

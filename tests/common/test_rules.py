@@ -1,0 +1,38 @@
+import pytest
+
+from common.rules import AI_GENERATED, REAL, confidence_for, label_for
+
+
+@pytest.mark.parametrize(
+    ("probability", "threshold", "expected"),
+    [
+        (0.5, 0.5, AI_GENERATED),
+        (0.4999, 0.5, REAL),
+        (0.0, 0.5, REAL),
+        (1.0, 0.5, AI_GENERATED),
+        (0.69, 0.7, REAL),
+        (0.7, 0.7, AI_GENERATED),
+    ],
+)
+def test_label_is_ai_generated_at_or_above_threshold(probability, threshold, expected):
+    assert label_for(probability, threshold) == expected
+
+
+@pytest.mark.parametrize(
+    ("probability", "expected"),
+    [
+        (0.5, "low"),
+        (0.69, "low"),
+        (0.31, "low"),
+        (0.7, "medium"),
+        (0.3, "medium"),
+        (0.8, "medium"),
+        (0.2, "medium"),
+        (0.81, "high"),
+        (0.19, "high"),
+        (0.0, "high"),
+        (1.0, "high"),
+    ],
+)
+def test_confidence_bands_by_distance_from_one_half(probability, expected):
+    assert confidence_for(probability) == expected

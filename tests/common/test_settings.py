@@ -1,0 +1,35 @@
+import hashlib
+
+import pytest
+
+from common.settings import Settings, SettingsError, hash_api_key
+
+
+def test_defaults_with_an_empty_environment():
+    settings = Settings.from_env({})
+    assert settings.require_auth is False
+    assert settings.rate_limit_per_minute == 60
+    assert settings.api_key_hashes == frozenset()
+
+
+def test_plain_keys_are_kept_only_as_hashes():
+    settings = Settings.from_env({"API_KEYS": "k1, k2", "REQUIRE_AUTH": "true"})
+    assert settings.api_key_hashes == {hash_api_key("k1"), hash_api_key("k2")}
+    assert "k1" not in repr(settings)
+    assert hash_api_key("k1") == hashlib.sha256(b"k1").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"REQUIRE_AUTH": "maybe"}, "REQUIRE_AUTH"),
+        ({"RATE_LIMIT_PER_MINUTE": "ten"}, "RATE_LIMIT_PER_MINUTE"),
+        ({"API_KEY_HASHES": "xyz"}, "API_KEY_HASHES"),
+        ({"REQUIRE_AUTH": "1"}, "REQUIRE_AUTH"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"MAX_FILE_BYTES": "0"}, "MAX_FILE_BYTES"),
+    ],
+)
+def test_bad_values_fail_naming_the_variable(env, name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)

@@ -1,0 +1,70 @@
+"""Real image bytes for tests: crops of the photographs shipped with scikit-image, encoded as
+the formats and modes clients send."""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+
+import numpy as np
+from PIL import Image
+
+# (format, mode) pairs each encoder accepts as they are
+FORMAT_MODES = [
+    ("JPEG", "RGB"),
+    ("JPEG", "L"),
+    ("JPEG", "CMYK"),
+    ("PNG", "RGB"),
+    ("PNG", "L"),
+    ("PNG", "LA"),
+    ("PNG", "P"),
+    ("PNG", "RGBA"),
+    ("PNG", "I;16"),
+    ("WEBP", "RGB"),
+    ("WEBP", "RGBA"),
+]
+
+
+@cache
+def photo(name: str = "astronaut") -> Image.Image:
+    """A real photograph as RGB."""
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+def crop(index: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
+    """Distinct real crops: index selects the photo and the offset."""
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    source = photo(names[index % len(names)])
+    left, top = 13 * (index // len(names)), 7 * (index // len(names))
+    return source.crop((left, top, left + size[0], top + size[1]))
+
+
+def to_mode(image: Image.Image, mode: str) -> Image.Image:
+    if mode == "I;16":
+        gray = np.asarray(image.convert("L"), dtype=np.uint16) * 257
+        return Image.fromarray(gray)  # uint16 -> I;16
+    if mode == "LA":
+        return image.convert("L").convert("LA")
+    if mode == "RGBA":
+        rgba = image.convert("RGBA")
+        rgba.putalpha(200)
+        return rgba
+    if mode == "P":
+        return image.convert("P", palette=Image.Palette.ADAPTIVE)
+    return image.convert(mode)
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        params.setdefault("quality", 92)
+    if fmt == "WEBP":
+        params.setdefault("quality", 92)
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def image_bytes(index: int = 0, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
+    return encode(to_mode(crop(index), mode), fmt)
