@@ -1,35 +1,35 @@
 """Classifier deployment: batched EfficientNet-B0 inference on uint8 pixels (GPU when present).
 
 `@serve.batch` gathers concurrent requests into one forward pass; its size and wait come from
-`user_config` and change in place. A new `model_uri` is loaded first and then swapped in, so a
-batch already running finishes on the model it started with. The Shadow is this same class
-bound a second time with `role="shadow"`.
+`user_config` and change in place. The Shadow is this same class bound a second time with
+`role="shadow"` and its own `user_config` (no `model_uri`: no shadow).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
-import ray
 import torch
 from ray import serve
 
-from common.checkpoint import ModelMeta, load_checkpoint
 from common.image import PreparedImage, resize_pixels
-from common.model import PhotoClassifier, to_model_input
+from common.model import to_model_input
 from common.rules import confidence_for, label_for
 from common.settings import Settings
+from deployments.metrics import classifier_metrics, refresh_gauges_forever
+from deployments.model_slot import LoadedModel, ModelSlot, replica_device
 
-__all__ = ["Classifier", "ClassifierConfig", "ModelInfo", "Prediction"]
-
-logger = logging.getLogger("ray.serve")
+__all__ = ["Classifier", "ClassifierConfig", "ModelInfo", "NoModelLoaded", "Prediction"]
 
 Role = Literal["primary", "shadow"]
+
+
+class NoModelLoaded(RuntimeError):
+    """The replica has no model (a shadow without `model_uri`, or a failed first load)."""
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,12 @@ class ClassifierConfig:
     """`user_config` of a Classifier; unknown keys are an error."""
 
     model_uri: str | None = None  # local path, gs://, or models:/name/version
-    max_batch_size: int = 16  # also raise max_ongoing_requests: it caps batches too
+    max_batch_size: int = 16  # keep max_ongoing_requests >= this: it caps batches too
     batch_wait_timeout_s: float = 0.005
     threshold: float | None = None  # None: the threshold stored in the checkpoint
+    # Fault injection for resilience drills (make resilience); off in normal operation.
+    inject_delay_s: float = 0.0  # sleep this long before every batch
+    inject_failure: bool = False  # fail every batch
 
     @classmethod
     def from_user_config(cls, raw: dict[str, Any]) -> ClassifierConfig:
@@ -58,11 +61,12 @@ class ClassifierConfig:
 @dataclass(frozen=True)
 class ModelInfo:
     loaded: bool
-    version: str | None
-    image_size: int | None
-    threshold: float | None
-    uri: str | None
-    device: str
+    version: str | None = None
+    image_size: int | None = None
+    threshold: float | None = None
+    uri: str | None = None
+    drift_baseline: dict[str, float] | None = None
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -72,13 +76,7 @@ class Prediction:
     confidence: str
     model_version: str
     model_ms: float  # forward time of the batch this image rode in
-
-
-@dataclass(frozen=True)
-class _LoadedModel:
-    model: PhotoClassifier
-    meta: ModelMeta
-    uri: str
+    batch_size: int
 
 
 @serve.deployment
@@ -87,49 +85,61 @@ class Classifier:
         settings = Settings.from_env()
         self._role = role
         self._uri_override = settings.model_uri if role == "primary" else settings.shadow_model_uri
-        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self._device.type == "cpu":
-            # One thread per CPU this replica owns: oversubscribed OpenMP threads are ~10x slower.
-            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-            torch.set_num_threads(max(1, int(cpus)))
-        self._loaded: _LoadedModel | None = None
-        self._threshold_override: float | None = None
+        self._slot = ModelSlot(role, replica_device())
+        self._config = ClassifierConfig()
+        self._metrics = classifier_metrics()
+        self._gauges: asyncio.Task | None = None
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = ClassifierConfig.from_user_config(user_config)
-        uri = self._uri_override or config.model_uri
-        if uri and (self._loaded is None or self._loaded.uri != uri):
-            model, meta = await asyncio.to_thread(load_checkpoint, uri, self._device)
-            self._loaded = _LoadedModel(model, meta, uri)  # the swap: one assignment
-            logger.info("%s model %s loaded from %s", self._role, meta.version, uri)
-        self._threshold_override = config.threshold
+        previous = self._slot.current
+        if await self._slot.load(self._uri_override or config.model_uri):
+            self._metrics.model_swaps.inc(tags={"role": self._role})
+            if previous is not None:
+                self._metrics.model_info.set(
+                    0, tags={"role": self._role, "version": previous.meta.version}
+                )
+        self._config = config
+        if self._gauges is None:
+            self._gauges = refresh_gauges_forever(self._set_gauges)
+        self._set_gauges()
         self.predict.set_max_batch_size(config.max_batch_size)
         self.predict.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
 
     def model_info(self) -> ModelInfo:
-        loaded = self._loaded
+        loaded = self._slot.current
         if loaded is None:
-            return ModelInfo(False, None, None, None, None, self._device.type)
+            return ModelInfo(loaded=False, device=self._slot.device.type)
         return ModelInfo(
-            True,
-            loaded.meta.version,
-            loaded.meta.image_size,
-            self._threshold(loaded),
-            loaded.uri,
-            self._device.type,
+            loaded=True,
+            version=loaded.meta.version,
+            image_size=loaded.meta.image_size,
+            threshold=self._threshold(loaded),
+            uri=loaded.uri,
+            drift_baseline=dict(loaded.meta.drift_baseline),
+            device=self._slot.device.type,
         )
 
     async def __call__(self, image: PreparedImage) -> Prediction:
         return await self.predict(image)
 
+    async def predict_many(self, images: list[PreparedImage]) -> list[Prediction]:
+        """Several images from one request: they join the same batch queue as single calls."""
+        return list(await asyncio.gather(*(self.predict(image) for image in images)))
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def predict(self, images: list[PreparedImage]) -> list[Prediction]:
-        loaded = self._loaded  # this batch runs on this model even if a swap lands meanwhile
+        loaded = self._slot.current  # this batch runs on this model even if a swap lands now
         if loaded is None:
-            raise RuntimeError(f"the {self._role} classifier has no model: set model_uri")
+            raise NoModelLoaded(f"the {self._role} classifier has no model: set model_uri")
+        if self._config.inject_delay_s:
+            await asyncio.sleep(self._config.inject_delay_s)
+        if self._config.inject_failure:
+            raise RuntimeError(f"injected failure in the {self._role} classifier")
         started = time.perf_counter()
         probabilities = await asyncio.to_thread(self._forward, loaded, images)
         model_ms = (time.perf_counter() - started) * 1000.0
+        self._metrics.batch_size.observe(len(images), tags={"role": self._role})
         threshold = self._threshold(loaded)
         return [
             Prediction(
@@ -138,25 +148,29 @@ class Classifier:
                 confidence=confidence_for(p),
                 model_version=loaded.meta.version,
                 model_ms=model_ms,
+                batch_size=len(images),
             )
             for p in probabilities
         ]
 
-    def _threshold(self, loaded: _LoadedModel) -> float:
-        return (
-            self._threshold_override
-            if self._threshold_override is not None
-            else loaded.meta.threshold
-        )
+    def _set_gauges(self) -> None:
+        current = self._slot.current
+        self._metrics.model_loaded.set(int(current is not None), tags={"role": self._role})
+        if current is not None:
+            tags = {"role": self._role, "version": current.meta.version}
+            self._metrics.model_info.set(1, tags=tags)
 
-    def _forward(self, loaded: _LoadedModel, images: list[PreparedImage]) -> list[float]:
+    def _threshold(self, loaded: LoadedModel) -> float:
+        override = self._config.threshold
+        return override if override is not None else loaded.meta.threshold
+
+    def _forward(self, loaded: LoadedModel, images: list[PreparedImage]) -> list[float]:
         size = loaded.meta.image_size
         pixels = np.stack([
             img.pixels if img.pixels.shape[1:] == (size, size) else resize_pixels(img.pixels, size)
             for img in images
         ])  # fmt: skip
+        meta = loaded.meta
         with torch.inference_mode():
-            x = to_model_input(
-                torch.from_numpy(pixels), loaded.meta.mean, loaded.meta.std, self._device
-            )
+            x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, self._slot.device)
             return torch.sigmoid(loaded.model(x)).float().cpu().tolist()

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from common.image import ImageError
 from deployments.schemas import ErrorResponse
@@ -66,18 +68,20 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def request_id_of(request: Request) -> str:
+def request_id_of(request: Request | Scope) -> str:
     """The id Serve's proxy gave this request (the client's X-Request-ID, or a new one)."""
-    return request.headers.get("x-request-id", "")
+    headers = request.headers if isinstance(request, Request) else Headers(scope=request)
+    return headers.get("x-request-id", "")
 
 
 def error_response(
-    request: Request,
+    request: Request | Scope,
     status_code: int,
     error: str,
     detail: str,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
+    """The envelope as a response; ASGI middleware passes its `scope` as `request`."""
     body = ErrorResponse(
         error=error, detail=detail, request_id=request_id_of(request), status_code=status_code
     )

@@ -1,106 +1,358 @@
-"""Ingress deployment: the HTTP API (FastAPI on Starlette) over the model deployments.
+"""Ingress deployment: the application's front door and the only caller of the other deployments.
 
-Handlers are thin: read the upload, hand it down the graph through `DeploymentHandle`s, shape
-the answer. Errors leave through the one envelope in `deployments.errors`.
-
-`@serve.ingress` copies the FastAPI app when the class is decorated, so everything a route uses
-must already exist above the class, and annotations stay real objects (no postponed
-evaluation) for FastAPI to read them.
+It holds the `DeploymentHandle`s and does the request-level work — prepare, classify, explain,
+compare, report health — with timeouts, back-pressure and one retry when a replica dies. The
+HTTP surface (FastAPI routes, middleware, docs, web page) is built per replica by
+`deployments.http_api.build_api(self)` through Serve's late-bound `__serve_build_asgi_app__`.
+Background work — mirroring to the Shadow and feeding the DriftMonitor — runs in tasks detached
+from the request, so it never delays or fails a user's answer.
 """
 
-import asyncio
-import time
-from typing import Annotated
+from __future__ import annotations
 
-from fastapi import FastAPI, File, Request, UploadFile
-from fastapi.responses import JSONResponse
+import asyncio
+import contextvars
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from deployments.classifier import ModelInfo, Prediction
-from deployments.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id_of
-from deployments.schemas import HealthResponse, LivenessResponse, PredictResponse
+from common.image import ImageError, PreparedImage
+from common.rules import confidence_for, label_for
+from common.settings import Settings
+from deployments.classifier import ModelInfo, NoModelLoaded, Prediction
+from deployments.errors import ApiError, root_cause
+from deployments.explainer import Explanation
+from deployments.metrics import ingress_metrics, refresh_gauges_forever
 
-__all__ = ["Ingress", "api"]
+__all__ = ["Ingress", "IngressConfig"]
 
-MODEL_INFO_TTL_S = 2.0  # how long the ingress trusts its copy of the Classifier's model info
-HEALTH_TIMEOUT_S = 5.0
+logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
 
-api = FastAPI(
-    title="Product Photo Detector",
-    description="Tells real product photos from AI-generated ones.",
-    version="0.1.0",
-)
-install_error_handlers(api)
+_REPLICA_GONE = (RayActorError, ReplicaUnavailableError)  # worth one retry on another replica
+_SERVICE_RETRY_AFTER_S = "2"
+
+
+@dataclass(frozen=True)
+class IngressConfig:
+    """`user_config` of the Ingress; unknown keys are an error."""
+
+    shadow_fraction: float = 0.0  # share of /predict and batch traffic mirrored to the Shadow
+    shadow_timeout_s: float = 10.0  # a mirrored call slower than this counts as a shadow error
+    request_timeout_s: float = 20.0  # per downstream call; past it the client gets 503
+    max_inflight_requests: int = 64  # per ingress replica; above it, fast 503s
+    drift_flush_interval_s: float = 0.5  # how often predictions are sent to the DriftMonitor
+    model_info_ttl_s: float = 2.0  # how long the primary's model info is trusted
+
+    @classmethod
+    def from_user_config(cls, raw: dict[str, Any]) -> IngressConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown Ingress user_config keys: {unknown}")
+        config = cls(**raw)
+        if not 0.0 <= config.shadow_fraction <= 1.0:
+            raise ValueError("shadow_fraction must lie in [0, 1]")
+        if config.max_inflight_requests < 1 or config.request_timeout_s <= 0:
+            raise ValueError("max_inflight_requests must be >= 1 and request_timeout_s > 0")
+        return config
 
 
 @serve.deployment
-@serve.ingress(api)
+@serve.ingress()
 class Ingress:
-    def __init__(self, preprocessor: DeploymentHandle, classifier: DeploymentHandle) -> None:
+    def __init__(
+        self,
+        preprocessor: DeploymentHandle,
+        classifier: DeploymentHandle,
+        shadow: DeploymentHandle,
+        explainer: DeploymentHandle,
+        drift_monitor: DeploymentHandle,
+        rate_limiter: DeploymentHandle,
+    ) -> None:
+        self.settings = Settings.from_env()
+        self.config = IngressConfig()
+        self.metrics = ingress_metrics()
+        self.rate_limiter = rate_limiter
         self._preprocessor = preprocessor
         self._classifier = classifier
+        self._shadow = shadow
+        self._explainer = explainer
+        self._drift_monitor = drift_monitor
         self._started = time.monotonic()
         self._info: ModelInfo | None = None
         self._info_at = 0.0
-        self._predictions_total = 0
+        self._drift_buffer: list[tuple[float, str]] = []
+        self._drift_info: ModelInfo | None = None
+        self._background: set[asyncio.Task] = set()
+        self._flusher: asyncio.Task | None = None
+        self._gauges: asyncio.Task | None = None
+        self.inflight_requests = 0  # told by RequestMetricsMiddleware
+        # samples traffic for the shadow, nothing secret
+        self._random = random.Random()  # noqa: S311  # nosec B311
 
-    @api.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES)
-    async def predict(
-        self, request: Request, file: Annotated[UploadFile, File(description="the image")]
-    ) -> PredictResponse:
-        """Classify one image (JPEG, PNG or WebP) as real or AI-generated."""
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self.config = IngressConfig.from_user_config(user_config)
+        if self._gauges is None:
+            self._gauges = refresh_gauges_forever(self._set_gauges)
+
+    def set_inflight(self, count: int) -> None:
+        self.inflight_requests = count
+        self._set_gauges()
+
+    def _set_gauges(self) -> None:
+        self.metrics.inflight_requests.set(self.inflight_requests)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        from deployments.http_api import build_api  # the HTTP layer, built in the replica
+
+        return build_api(self)
+
+    # --- inference -------------------------------------------------------------------------
+
+    async def predict(self, data: bytes) -> tuple[Prediction, float]:
+        """One image through Preprocessor and Classifier; (prediction, server ms)."""
         started = time.perf_counter()
-        data = await file.read()
-        info = await self._ready_model()
-        prediction: Prediction = await self._classifier.remote(
-            self._preprocessor.remote(data, info.image_size)
+        info = await self.primary_info()
+        image = await self._prepare(data, info.image_size)
+        prediction = await self._classify(lambda: self._classifier.remote(image), "predict")
+        self._after_predictions([image], [prediction], info)
+        return prediction, (time.perf_counter() - started) * 1000.0
+
+    async def predict_batch(
+        self, uploads: list[bytes]
+    ) -> tuple[list[Prediction | ImageError], str, float]:
+        """Several images, prepared in parallel and classified in one call; per-item errors."""
+        started = time.perf_counter()
+        info = await self.primary_info()
+        self.metrics.batch_files.observe(len(uploads))
+        prepared = await asyncio.gather(
+            *(self._prepare(data, info.image_size) for data in uploads), return_exceptions=True
         )
-        self._predictions_total += 1
-        return PredictResponse(
-            prediction=prediction.prediction,
-            probability=prediction.probability,
-            confidence=prediction.confidence,
-            inference_time_ms=round((time.perf_counter() - started) * 1000.0, 3),
-            model_version=prediction.model_version,
-            request_id=request_id_of(request),
+        for item in prepared:
+            if isinstance(item, BaseException) and not isinstance(item, ImageError):
+                raise item  # not the upload's fault: the whole request fails as usual
+        images = [item for item in prepared if isinstance(item, PreparedImage)]
+        predictions = (
+            await self._classify(lambda: self._classifier.predict_many.remote(images), "batch")
+            if images
+            else []
         )
+        self._after_predictions(images, predictions, info)
+        answers = iter(predictions)
+        results = [item if isinstance(item, ImageError) else next(answers) for item in prepared]
+        return results, info.version or "", (time.perf_counter() - started) * 1000.0
 
-    @api.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-    async def health(self) -> JSONResponse:
-        """Readiness: 200 once the primary model is loaded, else 503."""
-        try:
-            info = await self._model_info(refresh=True)
-        except TimeoutError:
-            info = None
-        loaded = bool(info and info.loaded)
-        body = HealthResponse(
-            status="ok" if loaded else "unavailable",
-            model_loaded=loaded,
-            model_version=info.version if info else None,
-            shadow_model_version=None,
-            uptime_seconds=round(time.monotonic() - self._started, 3),
-            predictions_total=self._predictions_total,
-            drift_detected=False,
-            drift_score=0.0,
-            drift={},
+    async def explain(self, data: bytes) -> tuple[Explanation, Prediction, float]:
+        """Grad-CAM for the predicted class; the prediction uses the primary's threshold."""
+        started = time.perf_counter()
+        info = await self.primary_info()
+        image = await self._prepare(data, info.image_size)
+        explanation: Explanation = await self._classify(
+            lambda: self._explainer.remote(image, data, info.threshold), "explain"
         )
-        return JSONResponse(body.model_dump(), status_code=200 if loaded else 503)
+        self.metrics.stage_latency_ms.observe(explanation.explain_ms, tags={"stage": "explain"})
+        p = explanation.probability
+        prediction = Prediction(
+            probability=p,
+            prediction=label_for(p, info.threshold),
+            confidence=confidence_for(p),
+            model_version=explanation.model_version,
+            model_ms=explanation.explain_ms,
+            batch_size=1,
+        )
+        self._after_predictions([image], [prediction], info, mirror=False)
+        return explanation, prediction, (time.perf_counter() - started) * 1000.0
 
-    @api.get("/healthz", response_model=LivenessResponse)
-    async def healthz(self) -> LivenessResponse:
-        """Liveness: the ingress answers."""
-        return LivenessResponse(alive=True)
+    async def compare(self, data: bytes) -> tuple[Prediction, Prediction | None, str]:
+        """The primary and the shadow on the same image, both awaited."""
+        info = await self.primary_info()
+        image = await self._prepare(data, info.image_size)
+        shadow_info = await self._model_info(self._shadow)
+        primary_call = self._classify(lambda: self._classifier.remote(image), "compare")
+        if not shadow_info.loaded:
+            return await primary_call, None, "no shadow model is configured"
+        shadow_call = self._classify(lambda: self._shadow.remote(image), "compare")
+        primary, shadow = await asyncio.gather(primary_call, shadow_call)
+        return primary, shadow, f"primary {primary.model_version} vs shadow {shadow.model_version}"
 
-    async def _ready_model(self) -> ModelInfo:
-        info = await self._model_info()
-        if not info.loaded or info.image_size is None:
-            raise ApiError(503, "not_ready", "the model is not loaded yet", {"Retry-After": "5"})
-        return info
+    # --- model and health information --------------------------------------------------------
 
-    async def _model_info(self, refresh: bool = False) -> ModelInfo:
-        if refresh or self._info is None or time.monotonic() - self._info_at > MODEL_INFO_TTL_S:
-            response = self._classifier.options(method_name="model_info").remote()
-            self._info = await asyncio.wait_for(response, HEALTH_TIMEOUT_S)
+    async def primary_info(self) -> ModelInfo:
+        """The primary's model info (cached briefly); 503 while no model is loaded."""
+        if self._info is None or time.monotonic() - self._info_at > self.config.model_info_ttl_s:
+            try:
+                self._info = await self._model_info(self._classifier)
+            except (TimeoutError, *_REPLICA_GONE):
+                raise ApiError(503, "not_ready", "the classifier is not reachable yet",
+                               {"Retry-After": _SERVICE_RETRY_AFTER_S}) from None  # fmt: skip
             self._info_at = time.monotonic()
+        if not self._info.loaded or self._info.image_size is None:
+            raise ApiError(503, "not_ready", "the model is not loaded yet",
+                           {"Retry-After": _SERVICE_RETRY_AFTER_S})  # fmt: skip
         return self._info
+
+    async def health(self) -> dict[str, Any]:
+        """Readiness fields of `/health`; `model_loaded` decides 200 or 503."""
+        primary, shadow, drift = await asyncio.gather(
+            self._model_info(self._classifier),
+            self._model_info(self._shadow),
+            self._with_timeout(self._drift_monitor.status.remote(), 5.0),
+            return_exceptions=True,
+        )
+        loaded = isinstance(primary, ModelInfo) and primary.loaded
+        drift_ok = not isinstance(drift, BaseException)
+        report, total = drift if drift_ok else (None, 0)
+        return {
+            "status": ("ok" if drift_ok else "degraded") if loaded else "unavailable",
+            "model_loaded": loaded,
+            "model_version": primary.version if loaded else None,
+            "shadow_model_version": shadow.version if isinstance(shadow, ModelInfo) else None,
+            "uptime_seconds": round(time.monotonic() - self._started, 3),
+            "predictions_total": total,
+            "drift_detected": bool(report and report.detected),
+            "drift_score": report.score if report else 0.0,
+            "drift": {"window_size": report.window_size, "signals": report.signals}
+            if report
+            else {"error": "the drift monitor is not reachable"},
+        }
+
+    async def _model_info(self, handle: DeploymentHandle) -> ModelInfo:
+        return await self._with_timeout(handle.model_info.remote(), 5.0)
+
+    # --- the calls down the graph --------------------------------------------------------------
+
+    async def _prepare(self, data: bytes, image_size: int) -> PreparedImage:
+        started = time.perf_counter()
+        self.metrics.image_bytes.observe(len(data))
+        try:
+            image: PreparedImage = await self._call(
+                lambda: self._preprocessor.remote(data, image_size), "decode"
+            )
+        except ImageError as exc:
+            cause = root_cause(exc)
+            self.metrics.validation_errors.inc(tags={"kind": exc.kind})
+            raise cause if isinstance(cause, ImageError) else exc from None
+        self.metrics.stage_latency_ms.observe(
+            (time.perf_counter() - started) * 1000.0, tags={"stage": "decode"}
+        )
+        self.metrics.image_pixels.observe(image.width * image.height)
+        return image
+
+    async def _classify(self, call: Callable[[], Awaitable[T]], route: str) -> T:
+        started = time.perf_counter()
+        try:
+            result = await self._call(call, route)
+        except NoModelLoaded:
+            raise ApiError(503, "not_ready", "the model is not loaded yet",
+                           {"Retry-After": _SERVICE_RETRY_AFTER_S}) from None  # fmt: skip
+        elapsed = (time.perf_counter() - started) * 1000.0
+        first = result[0] if isinstance(result, list) and result else result
+        if isinstance(first, Prediction):
+            self.metrics.stage_latency_ms.observe(first.model_ms, tags={"stage": "model"})
+            queue_ms = max(0.0, elapsed - first.model_ms)
+            self.metrics.stage_latency_ms.observe(queue_ms, tags={"stage": "queue"})
+        return result
+
+    async def _call(self, call: Callable[[], Awaitable[T]], route: str) -> T:
+        """A downstream call with the request timeout, back-pressure as 503, and one retry
+        when the replica that took it died (inference is idempotent)."""
+        for attempt in (1, 2):
+            try:
+                return await self._with_timeout(call(), self.config.request_timeout_s)
+            except BackPressureError:
+                raise ApiError(503, "overloaded", "the model is at capacity; retry shortly",
+                               {"Retry-After": _SERVICE_RETRY_AFTER_S}) from None  # fmt: skip
+            except TimeoutError:
+                raise ApiError(503, "timeout", "the model did not answer in time",
+                               {"Retry-After": _SERVICE_RETRY_AFTER_S}) from None  # fmt: skip
+            except _REPLICA_GONE:
+                if attempt == 2:
+                    raise ApiError(503, "unavailable", "a model replica failed; retry shortly",
+                                   {"Retry-After": _SERVICE_RETRY_AFTER_S}) from None  # fmt: skip
+                self.metrics.retries.inc(tags={"route": route})
+                logger.warning("replica died during %s; retrying once", route)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _with_timeout(awaitable: Awaitable[T], timeout_s: float) -> T:
+        return await asyncio.wait_for(awaitable, timeout_s)
+
+    # --- after an answer: metrics, drift, shadow (never on the request's path) -----------------
+
+    def _after_predictions(
+        self,
+        images: list[PreparedImage],
+        predictions: list[Prediction],
+        info: ModelInfo,
+        mirror: bool = True,
+    ) -> None:
+        for prediction in predictions:
+            self.metrics.predictions.inc(
+                tags={"label": prediction.prediction, "confidence": prediction.confidence}
+            )
+            self.metrics.probability.observe(prediction.probability)
+        self._drift_info = info
+        self._drift_buffer += [(p.probability, p.prediction) for p in predictions]
+        if self._flusher is None or self._flusher.done():
+            self._flusher = self._detach(self._flush_drift_forever())
+        if mirror and self.config.shadow_fraction > 0:
+            chosen = [
+                (image, prediction)
+                for image, prediction in zip(images, predictions, strict=True)
+                if self._random.random() < self.config.shadow_fraction
+            ]
+            if chosen:
+                self._detach(self._mirror_to_shadow(chosen))
+
+    def _detach(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task:
+        """Run in the background, outside the request's context: Serve must not tie these
+        calls to (and cancel them with) the request that caused them."""
+        task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _flush_drift_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.drift_flush_interval_s)
+            if not self._drift_buffer or self._drift_info is None:
+                continue
+            batch, self._drift_buffer = self._drift_buffer, []
+            info = self._drift_info
+            try:
+                await self._with_timeout(
+                    self._drift_monitor.record.remote(
+                        batch, info.version or "", info.drift_baseline or {}
+                    ),
+                    5.0,
+                )
+            except Exception:  # the monitor is down: drop this batch, keep serving
+                logger.exception("could not report %d predictions to the DriftMonitor", len(batch))
+
+    async def _mirror_to_shadow(self, chosen: list[tuple[PreparedImage, Prediction]]) -> None:
+        try:
+            info = await self._model_info(self._shadow)
+            if not info.loaded:
+                return
+            answers: list[Prediction] = await self._with_timeout(
+                self._shadow.predict_many.remote([image for image, _ in chosen]),
+                self.config.shadow_timeout_s,
+            )
+        except Exception:  # a slow, failing or missing shadow only shows in its metrics
+            self.metrics.shadow_errors.inc()
+            return
+        for (_, primary), shadow in zip(chosen, answers, strict=True):
+            agreement = "agree" if primary.prediction == shadow.prediction else "disagree"
+            self.metrics.shadow_comparisons.inc(tags={"agreement": agreement})
+            difference = abs(primary.probability - shadow.probability)
+            self.metrics.shadow_probability_diff.observe(difference)

@@ -8,11 +8,15 @@ vocabularies (routes, statuses, labels, kinds): never a key, a file name or a cl
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 __all__ = [
+    "GAUGE_REFRESH_S",
     "METRIC_PREFIX",
     "ClassifierMetrics",
     "DriftMetrics",
@@ -20,9 +24,13 @@ __all__ = [
     "classifier_metrics",
     "drift_metrics",
     "ingress_metrics",
+    "refresh_gauges_forever",
 ]
 
 METRIC_PREFIX = "ray_ppd_"  # what the names below become on the metrics port
+# Ray drops a gauge that is not set again within two export intervals, so replicas re-set
+# theirs this often (seconds) even when nothing changed.
+GAUGE_REFRESH_S = 5.0
 
 _LATENCY_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 _PROBABILITY = [round(0.1 * i, 1) for i in range(1, 10)]
@@ -69,8 +77,9 @@ class DriftMetrics:
     window_size: Gauge
 
 
+@cache
 def ingress_metrics() -> IngressMetrics:
-    """Created in the Ingress replica's constructor (metrics belong to a replica)."""
+    """One set per replica process, created on first use inside the replica."""
     return IngressMetrics(
         requests=Counter("ppd_http_requests", "HTTP requests by route and status",
                          tag_keys=("route", "status")),
@@ -109,6 +118,7 @@ def ingress_metrics() -> IngressMetrics:
     )  # fmt: skip
 
 
+@cache
 def classifier_metrics() -> ClassifierMetrics:
     return ClassifierMetrics(
         batch_size=Histogram("ppd_batch_size", "images per forward pass",
@@ -121,6 +131,7 @@ def classifier_metrics() -> ClassifierMetrics:
     )  # fmt: skip
 
 
+@cache
 def drift_metrics() -> DriftMetrics:
     return DriftMetrics(
         score=Gauge("ppd_drift_score", "drift score: the largest signal / its threshold"),
@@ -129,3 +140,14 @@ def drift_metrics() -> DriftMetrics:
         detected=Gauge("ppd_drift_detected", "1 while drift is detected"),
         window_size=Gauge("ppd_drift_window_size", "predictions in the drift window"),
     )  # fmt: skip
+
+
+def refresh_gauges_forever(refresh: Callable[[], None]) -> asyncio.Task:
+    """Call `refresh` now and every GAUGE_REFRESH_S seconds, on the replica's event loop."""
+
+    async def loop() -> None:
+        while True:
+            refresh()
+            await asyncio.sleep(GAUGE_REFRESH_S)
+
+    return asyncio.get_running_loop().create_task(loop())

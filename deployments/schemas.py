@@ -6,16 +6,67 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ErrorResponse", "HealthResponse", "LivenessResponse", "PredictResponse"]
+__all__ = [
+    "BatchItem",
+    "BatchResponse",
+    "CompareResponse",
+    "ErrorResponse",
+    "ExplainResponse",
+    "HealthResponse",
+    "LivenessResponse",
+    "PredictResponse",
+]
+
+LabelField = Literal["real", "ai_generated"]
+ConfidenceField = Literal["high", "medium", "low"]
 
 
 class PredictResponse(BaseModel):
-    prediction: Literal["real", "ai_generated"]
+    prediction: LabelField
     probability: float = Field(description="P(AI-generated), 0..1", ge=0.0, le=1.0)
-    confidence: Literal["high", "medium", "low"]
-    inference_time_ms: float = Field(description="server time for this image, milliseconds")
+    confidence: ConfidenceField
+    inference_time_ms: float = Field(description="server time for this request, milliseconds")
     model_version: str
     request_id: str
+
+
+class ExplainResponse(PredictResponse):
+    heatmap_base64: str = Field(
+        description="JPEG of the upload (its aspect ratio, at most 512 px) with the Grad-CAM "
+        "heat map for the predicted class blended over it, base64-encoded"
+    )
+
+
+class BatchItem(BaseModel):
+    filename: str
+    prediction: LabelField | None = None
+    probability: float | None = Field(default=None, ge=0.0, le=1.0)
+    confidence: ConfidenceField | None = None
+    error: str | None = Field(default=None, description="why this file has no prediction")
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem] = Field(description="one per uploaded file, in request order")
+    total: int
+    successful: int
+    failed: int
+    total_inference_time_ms: float
+    model_version: str
+
+
+class ComparedPrediction(BaseModel):
+    prediction: LabelField
+    probability: float = Field(ge=0.0, le=1.0)
+    confidence: ConfidenceField
+    model_version: str
+
+
+class CompareResponse(BaseModel):
+    primary: ComparedPrediction
+    shadow: ComparedPrediction | None
+    agreement: bool | None = Field(description="same label from both models")
+    difference: float | None = Field(description="|P(primary) - P(shadow)|")
+    message: str
 
 
 class HealthResponse(BaseModel):
@@ -27,7 +78,7 @@ class HealthResponse(BaseModel):
     predictions_total: int
     drift_detected: bool
     drift_score: float
-    drift: dict = Field(default_factory=dict, description="per-signal drift statistics")
+    drift: dict = Field(default_factory=dict, description="window size and per-signal shifts")
 
 
 class LivenessResponse(BaseModel):

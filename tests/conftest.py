@@ -1,13 +1,18 @@
-"""One Ray instance for the whole test session, a tiny real checkpoint, and the Serve app
+"""One Ray instance for the whole test session, tiny real checkpoints, and the Serve app
 deployed from `serve_config.yaml` the way `serve run` / `serve deploy` apply it."""
 
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import ray
@@ -15,6 +20,7 @@ import torch
 import yaml
 
 from common.checkpoint import ModelMeta, save_checkpoint
+from common.drift import window_statistics
 from common.image import prepare_image
 from common.model import build_model, to_model_input
 from tests.images import image_bytes
@@ -22,6 +28,14 @@ from tests.images import image_bytes
 ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGE_SIZE = 32  # px: tiny inputs keep EfficientNet-B0 fast on two cores
 APP_NAME = "product-photo-detector"
+BASELINE_IMAGES = range(16)  # image_bytes(i) used to calibrate BatchNorm and the drift baseline
+TEST_KEYS = [f"test-key-{i:03d}" for i in range(80)]  # one fresh key per test that needs one
+RATE_LIMIT_PER_MINUTE = 120
+APP_ENV = {
+    "REQUIRE_AUTH": "true",
+    "API_KEYS": ",".join(TEST_KEYS),
+    "RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT_PER_MINUTE),
+}
 
 
 def free_port() -> int:
@@ -32,26 +46,27 @@ def free_port() -> int:
 
 def make_checkpoint(path: Path, version: str, seed: int, image_size: int = TEST_IMAGE_SIZE) -> Path:
     """A real EfficientNet-B0 checkpoint: random weights, BatchNorm statistics calibrated on
-    real photo crops, so that different images get clearly different probabilities."""
+    real photo crops (so different images get clearly different probabilities), and a drift
+    baseline measured on those same crops."""
     torch.manual_seed(seed)
     model = build_model()
-    meta = ModelMeta(
-        image_size=image_size,
-        version=version,
-        drift_baseline={
-            "mean_probability": 0.5,
-            "low_confidence_ratio": 0.5,
-            "ai_generated_ratio": 0.5,
-        },
-    )
-    pixels = np.stack([prepare_image(image_bytes(i), image_size).pixels for i in range(16)])
+    meta = ModelMeta(image_size=image_size, version=version)
+    pixels = np.stack([prepare_image(image_bytes(i), image_size).pixels for i in BASELINE_IMAGES])
+    x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, "cpu")
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # a plain average over the calibration pass
     model.train()
     with torch.no_grad():
-        model(to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, "cpu"))
-    save_checkpoint(model.eval(), meta, path)
+        model(x)
+        model.eval()
+        probabilities = torch.sigmoid(model(x)).tolist()
+    meta = ModelMeta(
+        image_size=image_size,
+        version=version,
+        drift_baseline=window_statistics(probabilities, meta.threshold),
+    )
+    save_checkpoint(model, meta, path)
     return path
 
 
@@ -75,14 +90,20 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def serve_config(port: int, model_uri: Path, **classifier_overrides) -> dict:
-    """`serve_config.yaml` with the test's port and checkpoint."""
+def deployment(config: dict, name: str) -> dict:
+    return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
+
+
+def app_config(port: int, checkpoints: dict[str, Path]) -> dict:
+    """`serve_config.yaml` with the test's port, checkpoints, keys and two ingress replicas."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    config = copy.deepcopy(config)
     config["http_options"]["port"] = port
-    for deployment in config["applications"][0]["deployments"]:
-        if deployment["name"] == "Classifier":
-            deployment["user_config"].update({"model_uri": str(model_uri), **classifier_overrides})
+    app = config["applications"][0]
+    app["runtime_env"] = {"env_vars": dict(APP_ENV)}
+    deployment(config, "Ingress")["num_replicas"] = 2
+    for name, checkpoint in (("Classifier", "primary"), ("Explainer", "primary"),
+                             ("Shadow", "other")):  # fmt: skip
+        deployment(config, name)["user_config"]["model_uri"] = str(checkpoints[checkpoint])
     return config
 
 
@@ -98,10 +119,44 @@ def deploy(config: dict) -> None:
     client.deploy_apps(schema, _blocking=True)
 
 
+@dataclass(frozen=True)
+class ServedApp:
+    url: str
+    config: dict
+
+
 @pytest.fixture(scope="session")
-def served_app(ray_instance, checkpoints) -> dict:
-    """The application from serve_config.yaml on a free loopback port; yields its base URL."""
+def served_app(ray_instance, checkpoints) -> ServedApp:
+    """The application from serve_config.yaml on a free loopback port."""
     port = free_port()
-    config = serve_config(port, checkpoints["primary"])
+    config = app_config(port, checkpoints)
     deploy(config)
-    return {"url": f"http://127.0.0.1:{port}", "config": config, "port": port}
+    return ServedApp(url=f"http://127.0.0.1:{port}", config=config)
+
+
+@contextmanager
+def reconfigured(app: ServedApp, user_configs: dict[str, dict]) -> Iterator[dict]:
+    """Redeploy with some deployments' user_config changed (in place), then restore."""
+    config = copy.deepcopy(app.config)
+    for name, changes in user_configs.items():
+        deployment(config, name).setdefault("user_config", {}).update(changes)
+    deploy(config)
+    try:
+        yield config
+    finally:
+        deploy(app.config)
+
+
+_keys = itertools.cycle(TEST_KEYS)
+
+
+@pytest.fixture
+def api_key() -> str:
+    """A key no other test used recently, so rate limits of one test never touch another."""
+    return next(_keys)
+
+
+@pytest.fixture
+def client(served_app, api_key) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served_app.url, headers={"X-API-Key": api_key}, timeout=60) as http:
+        yield http

@@ -14,8 +14,8 @@ from sklearn import metrics as skm
 from torch.utils.data import DataLoader
 
 from common.checkpoint import ModelMeta
+from common.drift import window_statistics
 from common.model import PhotoClassifier, to_model_input
-from common.rules import confidence_for
 from train.data import ImageFileDataset, LabelledFiles
 
 __all__ = [
@@ -97,13 +97,7 @@ def choose_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def drift_baseline(probs: np.ndarray, threshold: float) -> dict[str, float]:
     """What the DriftMonitor compares live traffic with: the held-out prediction statistics."""
-    probs = np.asarray(probs, dtype=float)
-    return {
-        "mean_probability": float(probs.mean()),
-        "low_confidence_ratio": float(np.mean([confidence_for(p) == "low" for p in probs])),
-        "ai_generated_ratio": float(np.mean(probs >= threshold)),
-        "count": len(probs),
-    }
+    return window_statistics(np.asarray(probs, dtype=float).tolist(), threshold)
 
 
 def _expected_calibration_error(labels: np.ndarray, probs: np.ndarray) -> float:

@@ -1,0 +1,94 @@
+"""API keys and application-wide rate limits, over HTTP with two ingress replicas."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from common.settings import hash_api_key
+from deployments.auth import key_matches
+from deployments.rate_limit import client_address
+from tests.conftest import RATE_LIMIT_PER_MINUTE, deployment
+from tests.images import image_bytes
+
+pytestmark = pytest.mark.serve
+
+OPEN_PATHS = ["/health", "/healthz", "/metrics", "/docs", "/openapi.json", "/", "/static/app.js"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong-key"}, {"X-API-Key": ""}],
+                         ids=["missing", "wrong", "empty"])  # fmt: skip
+def test_predict_without_a_valid_key_is_401_with_a_challenge(served_app, headers):
+    response = httpx.post(
+        f"{served_app.url}/predict", files={"file": ("a.jpg", image_bytes(0))}, headers=headers
+    )
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "ApiKey"
+    body = response.json()
+    assert body["error"] == "unauthorized" and body["status_code"] == 401
+    assert "wrong-key" not in response.text
+
+
+@pytest.mark.parametrize("path", ["/predict/batch", "/predict/explain", "/predict/compare"])
+def test_every_prediction_route_needs_the_key(served_app, path):
+    response = httpx.post(f"{served_app.url}{path}", files={"file": ("a.jpg", image_bytes(0))})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("path", OPEN_PATHS)
+def test_health_metrics_docs_and_page_stay_open(served_app, path):
+    assert httpx.get(f"{served_app.url}{path}", timeout=30).status_code == 200
+
+
+def test_the_limit_holds_for_the_whole_application(served_app, api_key):
+    """Two ingress replicas, one key, 1.6x the per-minute limit sent at once."""
+    assert deployment(served_app.config, "Ingress")["num_replicas"] == 2
+    data = image_bytes(6)
+    total = int(RATE_LIMIT_PER_MINUTE * 1.6)
+
+    def send(_):
+        with httpx.Client(base_url=served_app.url, headers={"X-API-Key": api_key}, timeout=60) as c:
+            return c.post("/predict", files={"file": ("r.jpg", data)})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(send, range(total)))
+
+    accepted = sum(r.status_code == 200 for r in responses)
+    limited = [r for r in responses if r.status_code == 429]
+    assert accepted + len(limited) == total
+    assert abs(accepted - RATE_LIMIT_PER_MINUTE) <= 0.2 * RATE_LIMIT_PER_MINUTE
+    assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
+    assert all(r.json()["error"] == "rate_limited" for r in limited)
+
+
+def test_another_key_has_its_own_budget(served_app, api_key):
+    response = httpx.post(
+        f"{served_app.url}/predict",
+        files={"file": ("a.jpg", image_bytes(0))},
+        headers={"X-API-Key": api_key},
+    )
+    assert response.status_code == 200
+
+
+def test_keys_compare_by_digest():
+    hashes = frozenset({hash_api_key("alpha"), hash_api_key("beta")})
+    assert key_matches("beta", hashes)
+    assert not key_matches("gamma", hashes)
+    assert not key_matches("", hashes)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "expected"),
+    [
+        ("203.0.113.9", "198.51.100.1", frozenset(), "203.0.113.9"),  # untrusted peer: ignored
+        ("10.0.0.2", "198.51.100.1", frozenset({"10.0.0.2"}), "198.51.100.1"),
+        ("10.0.0.2", "198.51.100.1, 10.0.0.3", frozenset({"10.0.0.2", "10.0.0.3"}),
+         "198.51.100.1"),
+        ("10.0.0.2", "6.6.6.6, 198.51.100.1", frozenset({"10.0.0.2"}), "198.51.100.1"),
+        ("10.0.0.2", "", frozenset({"10.0.0.2"}), "10.0.0.2"),
+    ],
+)  # fmt: skip
+def test_forwarded_for_is_believed_only_from_trusted_proxies(peer, forwarded, trusted, expected):
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    scope = {"type": "http", "client": (peer, 1234), "headers": headers}
+    assert client_address(scope, trusted) == expected

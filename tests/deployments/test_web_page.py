@@ -1,0 +1,94 @@
+"""The web page and the Swagger UI in headless Chromium (Debian's), with the network blocked."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.images import crop, encode
+
+pytestmark = pytest.mark.serve
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+    "--disable-background-networking", "--disable-component-update",
+]  # fmt: skip
+
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+if CHROMIUM is None:
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)",
+                allow_module_level=True)  # fmt: skip
+
+
+@pytest.fixture
+def page(served_app):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1000, "height": 900})
+
+        # Only our own server is reachable: proves the page and the docs need no internet.
+        def only_our_server(route):
+            if route.request.url.startswith(served_app.url):
+                return route.continue_()
+            return route.abort()
+
+        context.route("**/*", only_our_server)
+        yield context.new_page()
+        browser.close()
+
+
+def test_upload_shows_the_card_and_the_heat_map(served_app, page, api_key, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(encode(crop(1, size=(400, 300)), "JPEG"))
+    page.goto(f"{served_app.url}/")
+
+    # auth is on: the first try reveals the key field
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector("#key-box:not([hidden])", timeout=30_000)
+    page.fill("#api-key", api_key)
+    page.click("#key-save")
+    page.set_input_files("#file-input", str(photo))
+
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0")
+    assert page.text_content("#label") in {"AI-generated", "Real photo"}
+    assert page.text_content("#percent").endswith("%")
+    assert page.eval_on_selector("#heatmap", "i => i.naturalWidth / i.naturalHeight") == (
+        pytest.approx(4 / 3, abs=0.02)
+    )
+    assert page.locator("#history li").count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web_page.png"), full_page=True)
+    assert (ARTIFACTS / "web_page.png").stat().st_size > 10_000
+
+
+def test_large_photos_are_downscaled_in_the_browser(served_app, page, api_key, tmp_path):
+    photo = tmp_path / "large.png"  # > 2048 px: the page redraws it as a smaller JPEG
+    photo.write_bytes(encode(crop(0, size=(500, 400)).resize((3000, 2400)), "PNG"))
+    page.goto(f"{served_app.url}/")
+    page.evaluate(f"sessionStorage.setItem('ppd-api-key', '{api_key}')")
+    page.goto(f"{served_app.url}/")
+    with page.expect_request("**/predict/explain") as request:
+        page.set_input_files("#file-input", str(photo))
+    body = request.value.post_data_buffer
+    assert b"image/jpeg" in body[:400]
+    assert len(body) < 9 * 1024 * 1024
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+
+
+def test_swagger_ui_renders_offline(served_app, page):
+    page.goto(f"{served_app.url}/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_text_contents()
+    assert {"/predict", "/predict/batch", "/predict/explain", "/predict/compare", "/health"} <= {
+        p.replace("\u200b", "") for p in paths
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "swagger_ui.png"))
+
+
+def test_artifacts_folder_is_ignored_by_git():
+    assert "/test-artifacts/" in Path(ROOT / ".gitignore").read_text()
