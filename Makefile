@@ -50,7 +50,7 @@ serve: | $(VENV)/.installed-demo
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/bandit --quiet -c pyproject.toml -r common deployments train tune
+	$(BIN)/bandit --quiet -c pyproject.toml -r common deployments train tune bench
 
 test: lint
 	$(BIN)/python -m pytest

@@ -1,0 +1,74 @@
+"""The "before" service: one FastAPI + uvicorn process running the same model one request at a
+time (the handler blocks its event loop, as the original service's did).
+
+    python -m bench.baseline_server --checkpoint artifacts/demo/model.safetensors --port 8100
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import uvicorn
+from fastapi import FastAPI, File, UploadFile
+from fastapi.responses import JSONResponse
+
+from common.checkpoint import load_checkpoint
+from common.image import ImageError, prepare_image
+from common.model import to_model_input
+from common.rules import confidence_for, label_for
+
+__all__ = ["create_app"]
+
+
+def create_app(checkpoint: str, threads: int) -> FastAPI:
+    torch.set_num_threads(threads)
+    model, meta = load_checkpoint(checkpoint)
+    app = FastAPI(title="baseline")
+
+    @app.post("/predict")
+    async def predict(file: UploadFile = File(...)) -> JSONResponse:  # noqa: B008
+        started = time.perf_counter()
+        try:
+            pixels = prepare_image(await file.read(), meta.image_size).pixels
+        except ImageError as exc:
+            return JSONResponse({"error": exc.kind, "detail": str(exc)}, exc.status_code)
+        with torch.inference_mode():
+            x = to_model_input(torch.from_numpy(pixels)[None], meta.mean, meta.std, "cpu")
+            p = float(torch.sigmoid(model(x))[0])
+        return JSONResponse(
+            {
+                "prediction": label_for(p, meta.threshold),
+                "probability": p,
+                "confidence": confidence_for(p),
+                "model_version": meta.version,
+                "inference_time_ms": (time.perf_counter() - started) * 1000.0,
+            }
+        )
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the cores)")
+    args = parser.parse_args()
+    uvicorn.run(
+        create_app(args.checkpoint, args.threads),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

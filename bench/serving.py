@@ -1,0 +1,238 @@
+"""`make bench`: the served graph against the bare model (the limit) and a one-process server.
+
+Run on one machine in one go: the limit in this process, then the plain FastAPI server, then
+the Ray Serve application from `serve_config.yaml` (`serve run`, rate limit off), each driven by
+the same `hey` load at every concurrency. Prints a table with the ratios and writes JSON.
+
+    python -m bench.serving --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess  # nosec B404
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import ray
+import torch
+import yaml
+
+from bench.inputs import make_inputs
+from bench.limit import measure_limit
+from bench.load import run_load
+
+__all__ = ["benchmark", "machine_description", "main", "start_baseline", "start_served"]
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = ROOT / "artifacts" / "demo" / "model.safetensors"
+DEFAULT_OUT = ROOT / "artifacts" / "bench" / "serving.json"
+
+
+def machine_description() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+    }
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310  # nosec B310
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} was not healthy within {timeout_s} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def start_baseline(checkpoint: Path, port: int) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.baseline_server",
+        "--checkpoint",
+        str(checkpoint),
+        "--port",
+        str(port),
+        "--threads",
+        str(os.cpu_count() or 1),
+    ]
+    return subprocess.Popen(command, cwd=ROOT)  # nosec B603
+
+
+def start_served(
+    checkpoint: Path, port: int, config_changes: dict | None = None, env: dict | None = None
+) -> tuple[subprocess.Popen, Path]:
+    """`serve run` of serve_config.yaml on `port`, rate limit off, the checkpoint as MODEL_URI."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port
+    for deployment in config["applications"][0]["deployments"]:
+        deployment.setdefault("user_config", {}).update(
+            (config_changes or {}).get(deployment["name"], {})
+        )
+        if not deployment["user_config"]:
+            del deployment["user_config"]
+    handle, path = tempfile.mkstemp(suffix=".yaml", prefix="serve_bench_")
+    os.close(handle)
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+    serve = Path(sys.executable).with_name("serve")
+    environment = {
+        **os.environ,
+        "MODEL_URI": str(checkpoint),
+        "RATE_LIMIT_PER_MINUTE": "0",
+        "REQUIRE_AUTH": "false",
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        [str(serve), "run", path],
+        cwd=ROOT,
+        env=environment,  # nosec B603
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, Path(path)
+
+
+def benchmark(
+    url: str,
+    images: list[Path],
+    concurrencies: list[int],
+    requests: int,
+    headers: dict[str, str] | None = None,
+) -> list[dict]:
+    run_load(f"{url}/predict", images, concurrency=2, requests=20, headers=headers)  # warm-up
+    rows = []
+    for concurrency in concurrencies:
+        result = run_load(
+            f"{url}/predict", images, concurrency, max(requests, concurrency * 4), headers=headers
+        )
+        rows.append(result.summary())
+        print(f"  c={concurrency:<3} {rows[-1]}", flush=True)
+    return rows
+
+
+def ratios(limit: dict, baseline: list[dict], served: list[dict]) -> dict:
+    by_c = {row["concurrency"]: row for row in served}
+    base_by_c = {row["concurrency"]: row for row in baseline}
+    out = {}
+    for c, row in by_c.items():
+        out[c] = {
+            "served_over_limit": round(row["images_per_s"] / limit["images_per_s"], 3),
+            "served_over_baseline": round(row["images_per_s"] / base_by_c[c]["images_per_s"], 3)
+            if base_by_c.get(c, {}).get("images_per_s")
+            else None,
+            "p50_minus_baseline_ms": round(row["p50_ms"] - base_by_c[c]["p50_ms"], 2)
+            if c in base_by_c
+            else None,
+        }
+    return out
+
+
+def print_table(report: dict) -> None:
+    print(f"\nmachine: {report['machine']}")
+    print(
+        f"limit (bare pipeline, best batch {report['limit']['best_batch_size']}): "
+        f"{report['limit']['images_per_s']:.1f} images/s"
+    )
+    header = f"{'system':<9}{'c':>4}{'img/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    print(header + f"{'served/limit':>14}{'served/base':>13}")
+    for system in ("baseline", "served"):
+        for row in report[system]:
+            line = (
+                f"{system:<9}{row['concurrency']:>4}{row['images_per_s']:>9.1f}"
+                f"{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}{row['errors']:>8}"
+            )
+            if system == "served":
+                r = report["ratios"][row["concurrency"]]
+                line += f"{r['served_over_limit']:>14.2f}{(r['served_over_baseline'] or 0):>13.2f}"
+            print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Served graph vs bare model vs plain server.")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--baseline-port", type=int, default=8100)
+    parser.add_argument("--served-port", type=int, default=8200)
+    args = parser.parse_args(argv)
+    if not args.checkpoint.exists():
+        print(f"no checkpoint at {args.checkpoint}: run `make demo` (or pass --checkpoint)")
+        return 2
+
+    images = make_inputs(ROOT / "artifacts" / "bench" / "inputs")
+    report = {
+        "machine": machine_description(),
+        "device": args.device,
+        "checkpoint": str(args.checkpoint),
+        "images": [p.name for p in images],
+    }
+    print("limit: bare pipeline in one process", flush=True)
+    report["limit"] = measure_limit(
+        str(args.checkpoint), images, device=args.device, threads=os.cpu_count() or 1
+    )
+    print(f"  {report['limit']}", flush=True)
+
+    print("baseline: one FastAPI process, one request at a time", flush=True)
+    baseline = start_baseline(args.checkpoint, args.baseline_port)
+    try:
+        wait_healthy(f"http://127.0.0.1:{args.baseline_port}", baseline)
+        report["baseline"] = benchmark(
+            f"http://127.0.0.1:{args.baseline_port}", images, args.concurrency, args.requests
+        )
+    finally:
+        stop(baseline)
+
+    print("served: Ray Serve application from serve_config.yaml", flush=True)
+    served, config_path = start_served(args.checkpoint, args.served_port)
+    try:
+        wait_healthy(f"http://127.0.0.1:{args.served_port}", served)
+        report["served"] = benchmark(
+            f"http://127.0.0.1:{args.served_port}", images, args.concurrency, args.requests
+        )
+    finally:
+        stop(served)
+        config_path.unlink(missing_ok=True)
+
+    report["ratios"] = ratios(report["limit"], report["baseline"], report["served"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
