@@ -77,6 +77,8 @@ def run_load(
             body_file.write_bytes(body)
             lane_concurrency = concurrency // lanes + (lane < concurrency % lanes)
             lane_requests = max(lane_concurrency, requests // lanes + (lane < requests % lanes))
+            # hey gives each worker n // c requests: round n up to a multiple of c
+            lane_requests = -(-lane_requests // lane_concurrency) * lane_concurrency
             command = [
                 hey,
                 "-n",

@@ -66,13 +66,21 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) ->
     raise TimeoutError(f"{url} was not healthy within {timeout_s} s")
 
 
+def interruptible() -> None:
+    """In a child before exec: take SIGINT's default action even when this process was started
+    with SIGINT ignored (a background job), so Ctrl-C style shutdown reaches `serve run`."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    """SIGINT (`serve run` then shuts Serve and its Ray instance down), SIGTERM, then SIGKILL."""
+    for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def start_baseline(checkpoint: Path, port: int) -> subprocess.Popen:
@@ -87,7 +95,7 @@ def start_baseline(checkpoint: Path, port: int) -> subprocess.Popen:
         "--threads",
         str(os.cpu_count() or 1),
     ]
-    return subprocess.Popen(command, cwd=ROOT)  # nosec B603
+    return subprocess.Popen(command, cwd=ROOT, preexec_fn=interruptible)  # nosec B603
 
 
 def start_served(
@@ -113,13 +121,17 @@ def start_served(
         "REQUIRE_AUTH": "false",
         **(env or {}),
     }
-    process = subprocess.Popen(
-        [str(serve), "run", path],
-        cwd=ROOT,
-        env=environment,  # nosec B603
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = ROOT / "artifacts" / "bench" / "serving_serve_run.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(serve), "run", path],
+            cwd=ROOT,
+            env=environment,  # nosec B603
+            preexec_fn=interruptible,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return process, Path(path)
 
 

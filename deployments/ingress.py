@@ -91,6 +91,7 @@ class Ingress:
         self._started = time.monotonic()
         self._info: ModelInfo | None = None
         self._info_at = 0.0
+        self._shadow_cache: tuple[ModelInfo, float] | None = None
         self._drift_buffer: list[tuple[float, str]] = []
         self._drift_info: ModelInfo | None = None
         self._background: set[asyncio.Task] = set()
@@ -226,6 +227,13 @@ class Ingress:
             else {"error": "the drift monitor is not reachable"},
         }
 
+    async def _shadow_info(self) -> ModelInfo:
+        """The Shadow's model info, cached like the primary's (mirroring asks on every request)."""
+        now = time.monotonic()
+        if self._shadow_cache is None or now - self._shadow_cache[1] > self.config.model_info_ttl_s:
+            self._shadow_cache = (await self._model_info(self._shadow), now)
+        return self._shadow_cache[0]
+
     async def _model_info(self, handle: DeploymentHandle) -> ModelInfo:
         return await self._with_timeout(handle.model_info.remote(), 5.0)
 
@@ -341,8 +349,7 @@ class Ingress:
 
     async def _mirror_to_shadow(self, chosen: list[tuple[PreparedImage, Prediction]]) -> None:
         try:
-            info = await self._model_info(self._shadow)
-            if not info.loaded:
+            if not (await self._shadow_info()).loaded:
                 return
             answers: list[Prediction] = await self._with_timeout(
                 self._shadow.predict_many.remote([image for image, _ in chosen]),
