@@ -8,6 +8,10 @@ resource "google_artifact_registry_repository" "ppd" {
   description   = "Product Photo Detector images (Ray 2.60.0, CPU and T4)"
   labels        = var.labels
 
+  docker_config {
+    immutable_tags = true # a tag (the git commit) always names the same image
+  }
+
   cleanup_policy_dry_run = false
   cleanup_policies {
     id     = "keep-recent"
