@@ -14,13 +14,14 @@ if [[ $# -ne 1 || ! -f $1 ]]; then
 fi
 manifest=$1
 
-for found in $(grep -o '\${[A-Za-z_][A-Za-z0-9_]*}' "$manifest" | sort -u); do
+# shellcheck disable=SC2016  # the pattern is a literal ${NAME}, not an expansion
+while read -r found; do
   name=${found:2:-1}
   if [[ " ${PLACEHOLDERS[*]} " != *" $name "* ]]; then
     echo "k8s/render.sh: $manifest has an unknown placeholder $found" >&2
     exit 1
   fi
-done
+done < <(grep -o '\${[A-Za-z_][A-Za-z0-9_]*}' "$manifest" | sort -u)
 
 used=()
 for name in "${PLACEHOLDERS[@]}"; do

@@ -58,7 +58,7 @@ def probe() -> dict[str, str]:
                     raise RuntimeError("a failing request, for the error metrics")
                 return "ok"
 
-        serve.run(Probe.bind(), name="probe", route_prefix="/")
+        serve.run(Probe.bind(), name="probe", route_prefix="/")  # type: ignore[attr-defined]
         for path in ("/", "/", "/fail"):
             with contextlib.suppress(OSError):  # the failing one answers 500
                 urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=10).read()
