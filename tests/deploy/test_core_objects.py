@@ -47,7 +47,9 @@ def test_core_object_is_valid_kubernetes(path, doc):
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.parametrize("path", ["k8s/rayservice.yaml", "k8s/rayjob-train.yaml"])
+@pytest.mark.parametrize(
+    "path", ["k8s/rayservice.yaml", "k8s/rayjob-train.yaml", "k8s/rayjob-sweep.yaml"]
+)
 def test_ray_pod_templates_are_valid_pods(path):
     (ray_object,) = [d for d in load_documents(path) if d["kind"] in ("RayService", "RayJob")]
     for group, template in pod_templates(ray_object).items():
