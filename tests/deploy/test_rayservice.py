@@ -205,3 +205,15 @@ def test_planned_deployments_get_their_cluster_settings_once_serve_config_lists_
     )
     gpus = sum(d.get("ray_actor_options", {}).get("num_gpus", 0) for d in found.values())
     assert gpus <= 1, "the minimum GPU footprint should fit one T4"
+
+
+def test_serve_autoscaling_never_asks_for_more_gpus_than_the_t4_group_has(rayservice, serve_config):
+    groups = {g["groupName"]: g for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    t4_gpus = groups["t4"]["maxReplicas"] * 1  # one T4 a node
+    most = 0.0
+    for deployment in _deployments(serve_config).values():
+        replicas = deployment.get("autoscaling_config", {}).get("max_replicas") or deployment.get(
+            "num_replicas", 1
+        )
+        most += replicas * deployment.get("ray_actor_options", {}).get("num_gpus", 0)
+    assert 0 < most <= t4_gpus
