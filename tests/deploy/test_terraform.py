@@ -13,7 +13,8 @@ from tests.deploy.manifests import ROOT, require_tool
 TERRAFORM = ROOT / "terraform"
 CHECKOV_HOW = "`make deploy-tools` installs it into .venv-tools"
 _BLOCK = re.compile(r'^(variable|output) "([^"]+)" \{(.*?)^\}', re.MULTILINE | re.DOTALL)
-_SKIP = re.compile(r"checkov:skip=(CKV2?_[A-Z0-9_]+)(.*)$", re.MULTILINE)
+# `# checkov:skip=CKV_X: reason` in files, `checkov.io/skipN: CKV_X=reason` in k8s annotations
+_SKIP = re.compile(r"checkov(?::skip=|\.io/skip\d+:\s*)(CKV2?_[A-Z0-9_]+)(.*)$", re.MULTILINE)
 
 
 def _blocks(kind: str) -> dict[str, str]:
@@ -65,7 +66,7 @@ def test_the_t4_pool_scales_from_zero_with_the_driver_installed():
 def test_every_checkov_skip_gives_a_reason():
     files = [*TERRAFORM.glob("*.tf"), *(ROOT / "k8s").rglob("*.yaml"), ROOT / "docker/Dockerfile"]
     skips = [(path.name, m) for path in files for m in _SKIP.finditer(path.read_text())]
-    assert skips, "no skips found: the pattern is wrong"
+    assert {"CKV_GCP_12", "CKV_K8S_43", "CKV_DOCKER_2"} <= {m.group(1) for _, m in skips}
     for name, match in skips:
         assert re.match(r"\s*[:=]\s*\w.{15,}", match.group(2)), (
             f"{name}: {match.group(1)} unexplained"
