@@ -60,11 +60,14 @@ def probe() -> dict[str, str]:
 
         serve.run(Probe.bind(), name="probe", route_prefix="/")  # type: ignore[attr-defined]
         for path in ("/", "/", "/fail"):
+            url = f"http://127.0.0.1:{http_port}{path}"
             with contextlib.suppress(OSError):  # the failing one answers 500
-                urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=10).read()
+                urllib.request.urlopen(url, timeout=10).read()  # nosec B310
+
         time.sleep(EXPORT_WAIT_S)
         url = f"http://127.0.0.1:{metrics_port}/metrics"
-        families = _families(urllib.request.urlopen(url, timeout=10).read().decode())
+        text = urllib.request.urlopen(url, timeout=10).read().decode()  # noqa: S310  # nosec B310
+        families = _families(text)
         serve.shutdown()
     finally:
         ray.shutdown()
