@@ -57,3 +57,28 @@ test: lint
 
 clean-demo:
 	rm -rf $(DEMO_DATA) artifacts/demo
+
+# --- Deployment: k8s/, terraform/, docker/, .github/ (docs/deploy.md) ----------------------
+TOOLS_VENV := .venv-tools
+CHECKOV_VERSION := 3.3.30
+
+.PHONY: k8s-manifests check-deploy deploy-tools
+
+# k8s/rayservice.yaml embeds serve_config.yaml + k8s/serve-overlay.yaml; tests/deploy fail
+# while it is stale, so run this after changing either.
+k8s-manifests: | $(VENV)/.installed-dev
+	$(BIN)/python k8s/generate.py
+
+# checkov pins packaging and networkx below what Ray and torch use: it gets a venv of its own.
+$(TOOLS_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+
+deploy-tools: $(TOOLS_VENV)/bin/checkov
+
+# The deployment checks alone; `make test` runs them with everything else.
+check-deploy: deploy-tools | $(VENV)/.installed-dev
+	$(BIN)/python k8s/generate.py --check
+	$(BIN)/python -m pytest tests/deploy
+
+test: deploy-tools

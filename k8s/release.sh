@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The serving release record, kept in gs://$BUCKET/releases/ (bucket versioning keeps every
+# earlier value), and the one way the RayService is applied:
+#
+#   k8s/release.sh show             what is recorded: image tag, primary, shadow, previous
+#   k8s/release.sh image TAG        record a new image tag and apply (a blue-green cluster swap)
+#   k8s/release.sh primary URI      the first model, before anything serves (later ones go
+#                                   through shadow, then promote)
+#   k8s/release.sh shadow URI       mirror live traffic to the model at URI and apply
+#   k8s/release.sh promote          the shadow becomes the primary (the old one is kept as
+#                                   previous), the shadow slot empties; apply
+#   k8s/release.sh rollback         the previous primary comes back; apply
+#   k8s/release.sh clear-shadow     stop mirroring; apply
+#   k8s/release.sh apply            render k8s/rayservice.yaml from the record and apply it
+#
+# Needs BUCKET, PROJECT_ID and REGION in the environment, gcloud and kubectl logged in, and
+# envsubst. Model changes only touch serveConfigV2 user_config, so KubeRay applies them in
+# place: replicas load the new checkpoint, then switch (no restart, no dropped request).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${BUCKET:?set BUCKET (terraform output -raw bucket_name)}"
+: "${PROJECT_ID:?set PROJECT_ID}"
+: "${REGION:?set REGION}"
+RECORD="gs://${BUCKET}/releases"
+
+read_slot() {  # the recorded value of a slot, empty when none
+  gcloud storage cat "${RECORD}/$1" 2>/dev/null || true
+}
+
+write_slot() {  # write_slot NAME VALUE (an empty VALUE empties the slot)
+  printf '%s' "$2" | gcloud storage cp - "${RECORD}/$1" --quiet
+}
+
+require_object() {
+  if ! gcloud storage ls "$1" >/dev/null 2>&1; then
+    echo "k8s/release.sh: $1 does not exist" >&2
+    exit 1
+  fi
+}
+
+apply() {  # apply [--if-complete]: with it, an incomplete record is not an error
+  IMAGE_TAG=$(read_slot image_tag)
+  MODEL_URI=$(read_slot primary)
+  SHADOW_MODEL_URI=$(read_slot shadow)
+  if [[ -z $IMAGE_TAG || -z $MODEL_URI ]]; then
+    echo "k8s/release.sh: nothing applied: the record needs an image tag and a primary model" >&2
+    [[ ${1:-} == --if-complete ]] && return 0
+    exit 1
+  fi
+  export IMAGE_TAG MODEL_URI SHADOW_MODEL_URI
+  k8s/render.sh k8s/rayservice.yaml | kubectl apply -f -
+  echo "applied: image ${IMAGE_TAG}, primary ${MODEL_URI}, shadow ${SHADOW_MODEL_URI:-none}"
+}
+
+command=${1:-}
+case $command in
+  show)
+    for slot in image_tag primary shadow previous; do
+      printf '%-10s %s\n' "$slot" "$(read_slot "$slot")"
+    done
+    ;;
+  image)
+    write_slot image_tag "${2:?usage: k8s/release.sh image TAG}"
+    apply --if-complete
+    ;;
+  primary)  # first deployment only: later models go through shadow + promote
+    require_object "${2:?usage: k8s/release.sh primary URI}"
+    write_slot primary "$2"
+    apply --if-complete
+    ;;
+  shadow)
+    require_object "${2:?usage: k8s/release.sh shadow URI}"
+    write_slot shadow "$2"
+    apply
+    ;;
+  promote)
+    shadow=$(read_slot shadow)
+    [[ -n $shadow ]] || { echo "k8s/release.sh: no shadow model to promote" >&2; exit 1; }
+    write_slot previous "$(read_slot primary)"
+    write_slot primary "$shadow"
+    write_slot shadow ""
+    apply
+    ;;
+  rollback)
+    previous=$(read_slot previous)
+    [[ -n $previous ]] || { echo "k8s/release.sh: no previous primary recorded" >&2; exit 1; }
+    write_slot primary "$previous"
+    write_slot previous ""
+    apply
+    ;;
+  clear-shadow)
+    write_slot shadow ""
+    apply
+    ;;
+  apply)
+    apply
+    ;;
+  *)
+    sed -n '2,15p' "$0" >&2
+    exit 2
+    ;;
+esac
