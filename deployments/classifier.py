@@ -67,6 +67,7 @@ class ModelInfo:
     uri: str | None = None
     drift_baseline: dict[str, float] | None = None
     device: str = "cpu"
+    load_error: str | None = None  # the last model_uri asked for could not be loaded
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,10 @@ class Classifier:
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = ClassifierConfig.from_user_config(user_config)
         previous = self._slot.current
-        if await self._slot.load(self._uri_override or config.model_uri):
+        changed = await self._slot.load(self._uri_override or config.model_uri)
+        if self._slot.load_error:
+            self._metrics.model_load_failures.inc(tags={"role": self._role})
+        if changed:
             self._metrics.model_swaps.inc(tags={"role": self._role})
             if previous is not None:
                 self._metrics.model_info.set(
@@ -109,7 +113,9 @@ class Classifier:
     def model_info(self) -> ModelInfo:
         loaded = self._slot.current
         if loaded is None:
-            return ModelInfo(loaded=False, device=self._slot.device.type)
+            return ModelInfo(
+                loaded=False, device=self._slot.device.type, load_error=self._slot.load_error
+            )
         return ModelInfo(
             loaded=True,
             version=loaded.meta.version,
@@ -118,6 +124,7 @@ class Classifier:
             uri=loaded.uri,
             drift_baseline=dict(loaded.meta.drift_baseline),
             device=self._slot.device.type,
+            load_error=self._slot.load_error,
         )
 
     async def __call__(self, image: PreparedImage) -> Prediction:

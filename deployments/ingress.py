@@ -213,8 +213,9 @@ class Ingress:
         loaded = isinstance(primary, ModelInfo) and primary.loaded
         drift_ok = not isinstance(drift, BaseException)
         report, total = drift if drift_ok else (None, 0)
+        healthy = drift_ok and not (loaded and primary.load_error)
         return {
-            "status": ("ok" if drift_ok else "degraded") if loaded else "unavailable",
+            "status": ("ok" if healthy else "degraded") if loaded else "unavailable",
             "model_loaded": loaded,
             "model_version": primary.version if loaded else None,
             "shadow_model_version": shadow.version if isinstance(shadow, ModelInfo) else None,

@@ -67,6 +67,7 @@ class ClassifierMetrics:
     model_info: Gauge
     model_loaded: Gauge
     model_swaps: Counter
+    model_load_failures: Counter
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ def classifier_metrics() -> ClassifierMetrics:
         model_loaded=Gauge("ppd_model_loaded", "1 when a replica has a model loaded",
                            tag_keys=("role",)),
         model_swaps=Counter("ppd_model_swaps", "model checkpoints swapped in", tag_keys=("role",)),
+        model_load_failures=Counter("ppd_model_load_failures",
+                                    "checkpoints that could not be loaded (the old model stays)",
+                                    tag_keys=("role",)),
     )  # fmt: skip
 
 

@@ -2,7 +2,9 @@
 
 The Classifier, the Shadow and the Explainer each hold one `ModelSlot`. Loading runs in a worker
 thread so requests keep flowing; the switch is a single assignment, so work that already took
-`slot.current` finishes on the model it started with.
+`slot.current` finishes on the model it started with. A checkpoint that cannot be loaded never
+replaces a working model: the slot keeps serving the old one and reports `load_error` (only a
+replica with no model at all fails to start).
 """
 
 from __future__ import annotations
@@ -44,15 +46,27 @@ class ModelSlot:
         self.role = role
         self.device = device
         self.current: LoadedModel | None = None
+        self.load_error: str | None = None  # why the last requested checkpoint is not serving
 
     async def load(self, uri: str | None) -> bool:
         """Make `uri` the current model (None unloads); True when the model changed."""
         if uri is None:
-            changed, self.current = self.current is not None, None
+            changed, self.current, self.load_error = self.current is not None, None, None
             return changed
         if self.current is not None and self.current.uri == uri:
+            self.load_error = None
             return False
-        model, meta = await asyncio.to_thread(load_checkpoint, uri, self.device)
-        self.current = LoadedModel(model, meta, uri)
+        try:
+            model, meta = await asyncio.to_thread(load_checkpoint, uri, self.device)
+        except Exception as exc:  # any failure: bad file, missing object, storage or MLflow error
+            if self.current is None:
+                raise
+            self.load_error = f"{uri}: {exc}"
+            logger.exception(
+                "%s model from %s could not be loaded; still serving %s",
+                self.role, uri, self.current.meta.version,
+            )  # fmt: skip
+            return False
+        self.current, self.load_error = LoadedModel(model, meta, uri), None
         logger.info("%s model %s loaded from %s", self.role, meta.version, uri)
         return True

@@ -55,3 +55,31 @@ def test_new_model_uri_rolls_out_without_errors(served_app, checkpoints, api_key
     assert set(versions[switch:]) == {"test-other"}  # no flapping back once switched
     health = httpx.get(f"{served_app.url}/health").json()
     assert health["model_version"] == "test-primary"  # restored
+
+
+def test_a_checkpoint_that_cannot_load_never_replaces_the_serving_model(
+    served_app, client, tmp_path
+):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"this is not a checkpoint")
+    bad = copy.deepcopy(served_app.config)
+    deployment(bad, "Classifier")["user_config"]["model_uri"] = str(broken)
+    try:
+        deploy(bad)
+        response = client.post("/predict", files={"file": ("k.jpg", image_bytes(2))})
+        assert response.status_code == 200
+        assert response.json()["model_version"] == "test-primary"
+        deadline = time.monotonic() + 10
+        health = httpx.get(f"{served_app.url}/health").json()
+        while health["status"] != "degraded" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            health = httpx.get(f"{served_app.url}/health").json()
+        assert health["status"] == "degraded"
+        assert health["model_loaded"] is True
+        assert health["model_version"] == "test-primary"
+    finally:
+        deploy(served_app.config)
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{served_app.url}/health").json()["status"] != "ok":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
