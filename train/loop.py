@@ -7,12 +7,18 @@ path per item, and for data sets of this size that is simpler and as fast as con
 a Ray Data pipeline. Each epoch reports all-reduced metrics and (from rank 0) a checkpoint that
 holds the serving-format weights and the optimiser state, both as safetensors; a restarted
 worker group resumes from the latest one.
+
+Rank 0 also logs each epoch's metrics to MLflow, as Ray Train's experiment-tracking guide does:
+the metrics are already all-reduced there, the same code logs under `TorchTrainer.fit()` and
+under a Tune trial, and Train V2's controller callbacks are a developer API that runs in
+another process.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
@@ -31,9 +37,13 @@ from common.checkpoint import CHECKPOINT_FILENAME, ModelMeta, save_checkpoint
 from common.model import PhotoClassifier, build_model, to_model_input
 from train.data import ImageFileDataset, augmentation, list_split, split_validation
 
-__all__ = ["TrainConfig", "lr_factor", "train_fn_per_worker"]
+__all__ = ["RunContext", "TrainConfig", "lr_factor", "train_fn_per_worker"]
 
 TRAIN_STATE_FILENAME = "train_state.safetensors"
+# Fault injection waits this long before the worker exits: Ray Train's controller collects the
+# workers' reports every 2 s, so the previous epoch's checkpoint is registered first, as it is
+# in a real run whose epochs take minutes.
+_FAULT_DELAY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,25 @@ class TrainConfig:
         return cls(**raw)
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What the driver tells the workers about the run besides the training knobs."""
+
+    data_fingerprint: str = ""  # recorded in every checkpoint's metadata
+    mlflow_tracking_uri: str = ""  # rank 0 logs each epoch here; "" = not tracked
+    mlflow_run_id: str = ""
+    fail_at_epoch: int = 0  # fault injection for tests: the last rank exits once mid-epoch
+    fail_marker: str = ""  # file that records the fault, so the restarted group does not repeat it
+
+    def __post_init__(self) -> None:
+        if self.fail_at_epoch and not self.fail_marker:
+            raise ValueError("fault injection (fail_at_epoch) needs a fail_marker file")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> RunContext:
+        return cls(**(raw or {}))
+
+
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
     """Linear warm-up to 1, then cosine decay to `min_ratio` at `total_steps`."""
     if step < warmup_steps:
@@ -75,7 +104,9 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) 
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
-    cfg = TrainConfig.from_dict(config)
+    """`config` is {"train": TrainConfig as a dict, "run": RunContext as a dict}."""
+    cfg = TrainConfig.from_dict(config["train"])
+    run = RunContext.from_dict(config.get("run"))
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -98,7 +129,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     val_loader = ray.train.torch.prepare_data_loader(
         DataLoader(ImageFileDataset(val_files, cfg.image_size), batch_size=per_worker_batch)
     )
-    meta = ModelMeta(image_size=cfg.image_size, dropout=cfg.dropout, train_config=asdict(cfg))
+    meta = ModelMeta(
+        image_size=cfg.image_size, dropout=cfg.dropout, train_config=asdict(cfg),
+        data_fingerprint=run.data_fingerprint,
+    )  # fmt: skip
+    tracker = _mlflow_run(run) if rank == 0 else None
+    nodes = _worker_node_ids(world_size)
 
     # model and optimiser
     model = build_model(pretrained_path=cfg.pretrained_path, dropout=cfg.dropout)
@@ -119,6 +155,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             state = _load_state(Path(ckpt_dir), _unwrap(model), optimizer)
         if rank == 0:
             print(f"resuming from epoch {state['epoch']} (step {state['step']})", flush=True)
+    resumed_from_epoch = state["epoch"]
+    if rank == 0:
+        print(f"{world_size} workers on {len(set(nodes))} node(s)", flush=True)
 
     for epoch in range(state["epoch"], cfg.epochs):
         if state["epochs_without_improvement"] >= cfg.patience:
@@ -128,9 +167,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
         # train, with the learning rate set per batch
         started = time.perf_counter()
+        fail_now = run.fail_at_epoch == epoch + 1 and rank == world_size - 1
         train_metrics = _train_one_epoch(
             model, train_loader, optimizer, scaler, loss_fn, meta, device, use_amp, cfg,
-            state, warmup_steps, total_steps,
+            state, warmup_steps, total_steps, run.fail_marker if fail_now else None,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         val_metrics = _evaluate(model, val_loader, loss_fn, meta, device, use_amp)
@@ -147,8 +187,11 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": elapsed,
             "images_per_s": train_metrics["train_images"] / elapsed,
             "images_per_s_per_worker": train_metrics["train_images"] / elapsed / world_size,
-            "best_val_f1": state["best_val_f1"],
+            "best_val_f1": state["best_val_f1"], "resumed_from_epoch": resumed_from_epoch,
+            "num_nodes": len(set(nodes)), "worker_node_ids": ",".join(nodes),
         }  # fmt: skip
+        if tracker is not None:
+            tracker(metrics, epoch + 1)
 
         # report: every worker (it is a barrier), a checkpoint from rank 0 only
         with tempfile.TemporaryDirectory() as tmp:
@@ -165,7 +208,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
 def _train_one_epoch(
     model, loader, optimizer, scaler, loss_fn, meta, device, use_amp, cfg, state,
-    warmup_steps, total_steps,
+    warmup_steps, total_steps, fail_marker=None,
 ) -> dict[str, float]:  # fmt: skip
     model.train()
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
@@ -188,6 +231,8 @@ def _train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         state["step"] += 1
+        if fail_marker is not None:
+            _die_once(fail_marker)
         # keep sums on the CPU: one sync per batch is the price of the per-epoch figures
         totals += torch.tensor([
             loss.item() * len(labels), float(((logits > 0).float() == labels).sum()), len(labels)
@@ -232,6 +277,37 @@ def _all_reduce(totals: torch.Tensor) -> torch.Tensor:
     on_device = totals.to(device)
     torch.distributed.all_reduce(on_device)
     return on_device.cpu()
+
+
+def _worker_node_ids(world_size: int) -> list[str]:
+    """The Ray node id of every worker, in rank order (the same list on every worker)."""
+    node_id = ray.get_runtime_context().get_node_id()
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return [node_id]
+    nodes: list[str] = [""] * world_size
+    torch.distributed.all_gather_object(nodes, node_id)
+    return nodes
+
+
+def _mlflow_run(run: RunContext):
+    """A function logging one epoch's metrics to the run's MLflow run, or None if untracked."""
+    if not run.mlflow_run_id:
+        return None
+    # imported here: MLflow takes over a second to import, and only rank 0 of a tracked run logs
+    from train.tracking import RunRef, log_epoch_metrics
+
+    ref = RunRef(run.mlflow_tracking_uri, run.mlflow_run_id)
+    return lambda metrics, epoch: log_epoch_metrics(ref, metrics, epoch)
+
+
+def _die_once(marker: str) -> None:
+    """Fault injection: kill this worker process, unless the marker says it already happened."""
+    if os.path.exists(marker):
+        return
+    Path(marker).write_text(f"worker {os.getpid()} exited on purpose\n")
+    time.sleep(_FAULT_DELAY_S)
+    print(f"fault injection: worker {os.getpid()} exits now", flush=True)
+    os._exit(1)
 
 
 def _unwrap(model: nn.Module) -> PhotoClassifier:
