@@ -16,7 +16,7 @@ another process.
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import os
 import tempfile
@@ -28,22 +28,22 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common.checkpoint import CHECKPOINT_FILENAME, ModelMeta, save_checkpoint
+from common.checkpoint import ModelMeta
 from common.model import PhotoClassifier, build_model, to_model_input
 from train.data import ImageFileDataset, augmentation, list_split, split_validation
+from train.train_state import load_train_state, save_train_state
 
 __all__ = ["RunContext", "TrainConfig", "lr_factor", "train_fn_per_worker"]
 
-TRAIN_STATE_FILENAME = "train_state.safetensors"
 # Fault injection waits this long before the worker exits: Ray Train's controller collects the
 # workers' reports every 2 s, so the previous epoch's checkpoint is registered first, as it is
 # in a real run whose epochs take minutes.
 _FAULT_DELAY_S = 5.0
+# Ray Train V2 sends a worker's print() both to stdout and to its logger (shown twice): log.
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,12 +152,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
-            state = _load_state(Path(ckpt_dir), _unwrap(model), optimizer)
+            state = load_train_state(Path(ckpt_dir), _unwrap(model), optimizer)
         if rank == 0:
-            print(f"resuming from epoch {state['epoch']} (step {state['step']})", flush=True)
+            _log.info("resuming from epoch %d (step %d)", state["epoch"], state["step"])
     resumed_from_epoch = state["epoch"]
     if rank == 0:
-        print(f"{world_size} workers on {len(set(nodes))} node(s)", flush=True)
+        _log.info("%d workers on %d node(s)", world_size, len(set(nodes)))
 
     for epoch in range(state["epoch"], cfg.epochs):
         if state["epochs_without_improvement"] >= cfg.patience:
@@ -198,9 +198,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             ckpt = None
             if rank == 0:
                 epoch_meta = ModelMeta(**{**asdict(meta), "version": f"epoch-{epoch + 1}"})
-                _save_state(Path(tmp), _unwrap(model), epoch_meta, optimizer, state)
+                save_train_state(Path(tmp), _unwrap(model), epoch_meta, optimizer, state)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-                print(_progress_line(metrics, cfg.epochs), flush=True)
+                _log.info(_progress_line(metrics, cfg.epochs))
             ray.train.report(metrics, checkpoint=ckpt)
         if state["epochs_without_improvement"] >= cfg.patience:
             break
@@ -306,7 +306,7 @@ def _die_once(marker: str) -> None:
         return
     Path(marker).write_text(f"worker {os.getpid()} exited on purpose\n")
     time.sleep(_FAULT_DELAY_S)
-    print(f"fault injection: worker {os.getpid()} exits now", flush=True)
+    _log.warning("fault injection: worker %d exits now", os.getpid())
     os._exit(1)
 
 
@@ -314,39 +314,10 @@ def _unwrap(model: nn.Module) -> PhotoClassifier:
     return model.module if hasattr(model, "module") else model
 
 
-def _save_state(
-    directory: Path, model: PhotoClassifier, meta: ModelMeta, optimizer, state: dict
-) -> None:
-    save_checkpoint(model, meta, directory / CHECKPOINT_FILENAME)
-    opt_state = optimizer.state_dict()
-    tensors = {
-        f"{param_id}.{name}": value.detach().cpu().contiguous()
-        for param_id, param_state in opt_state["state"].items()
-        for name, value in param_state.items()
-    }
-    header = {"param_groups": json.dumps(opt_state["param_groups"]), "state": json.dumps(state)}
-    save_file(tensors, str(directory / TRAIN_STATE_FILENAME), metadata=header)
-
-
-def _load_state(directory: Path, model: PhotoClassifier, optimizer) -> dict:
-    model.load_state_dict(load_file(str(directory / CHECKPOINT_FILENAME)))
-    with safe_open(str(directory / TRAIN_STATE_FILENAME), framework="pt") as f:
-        header = f.metadata()
-    tensors = load_file(str(directory / TRAIN_STATE_FILENAME))
-    per_param: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        param_id, name = key.split(".", 1)
-        per_param.setdefault(int(param_id), {})[name] = value
-    optimizer.load_state_dict(
-        {"state": per_param, "param_groups": json.loads(header["param_groups"])}
-    )
-    return json.loads(header["state"])
-
-
 def _progress_line(m: dict[str, float], epochs: int) -> str:
     return (
         f"epoch {int(m['epoch'])}/{epochs}  train_loss {m['train_loss']:.4f}  "
         f"train_acc {m['train_accuracy']:.3f}  val_loss {m['val_loss']:.4f}  "
         f"val_acc {m['val_accuracy']:.3f}  val_f1 {m['val_f1']:.3f}  lr {m['lr']:.2e}  "
-        f"{m['images_per_s']:.1f} img/s"
+        f"{m['images_per_s']:.1f} img/s ({m['images_per_s_per_worker']:.1f} per worker)"
     )
