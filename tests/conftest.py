@@ -122,6 +122,8 @@ def mlflow_server(tmp_path_factory):
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts")],
+        # no job-runner processes (trace rollups, prompt jobs): tracking and registry only
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
