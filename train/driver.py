@@ -28,7 +28,8 @@ from train import tracking
 from train.data import data_fingerprint, list_split
 from train.evaluate import QualityGate
 from train.export import EXIT_GATE_FAILED, QualityGateFailed, evaluate_and_export
-from train.loop import RunContext, TrainConfig, train_fn_per_worker
+from train.loop import TrainConfig, train_fn_per_worker
+from train.run_context import RunContext
 
 __all__ = ["best_checkpoint_path", "build_trainer", "main", "run_training", "train_tracked"]
 

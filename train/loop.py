@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
@@ -34,14 +33,11 @@ from torch.utils.data import DataLoader
 from common.checkpoint import ModelMeta
 from common.model import PhotoClassifier, build_model, to_model_input
 from train.data import ImageFileDataset, augmentation, list_split, split_validation
+from train.run_context import RunContext
 from train.train_state import load_train_state, save_train_state
 
-__all__ = ["RunContext", "TrainConfig", "lr_factor", "train_fn_per_worker"]
+__all__ = ["TrainConfig", "lr_factor", "train_fn_per_worker"]
 
-# Fault injection waits this long before the worker exits: Ray Train's controller collects the
-# workers' reports every 2 s, so the previous epoch's checkpoint is registered first, as it is
-# in a real run whose epochs take minutes.
-_FAULT_DELAY_S = 5.0
 # Ray Train V2 sends a worker's print() both to stdout and to its logger (shown twice): log.
 _log = logging.getLogger(__name__)
 
@@ -74,25 +70,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys: {unknown}")
         return cls(**raw)
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What the driver tells the workers about the run besides the training knobs."""
-
-    data_fingerprint: str = ""  # recorded in every checkpoint's metadata
-    mlflow_tracking_uri: str = ""  # rank 0 logs each epoch here; "" = not tracked
-    mlflow_run_id: str = ""
-    fail_at_epoch: int = 0  # fault injection for tests: the last rank exits once mid-epoch
-    fail_marker: str = ""  # file that records the fault, so the restarted group does not repeat it
-
-    def __post_init__(self) -> None:
-        if self.fail_at_epoch and not self.fail_marker:
-            raise ValueError("fault injection (fail_at_epoch) needs a fail_marker file")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> RunContext:
-        return cls(**(raw or {}))
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -133,7 +110,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         image_size=cfg.image_size, dropout=cfg.dropout, train_config=asdict(cfg),
         data_fingerprint=run.data_fingerprint,
     )  # fmt: skip
-    tracker = _mlflow_run(run) if rank == 0 else None
+    tracker = run.epoch_logger() if rank == 0 else None
     nodes = _worker_node_ids(world_size)
 
     # model and optimiser
@@ -167,10 +144,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
         # train, with the learning rate set per batch
         started = time.perf_counter()
-        fail_now = run.fail_at_epoch == epoch + 1 and rank == world_size - 1
         train_metrics = _train_one_epoch(
             model, train_loader, optimizer, scaler, loss_fn, meta, device, use_amp, cfg,
-            state, warmup_steps, total_steps, run.fail_marker if fail_now else None,
+            state, warmup_steps, total_steps, run.fault_for(epoch + 1, rank, world_size),
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         val_metrics = _evaluate(model, val_loader, loss_fn, meta, device, use_amp)
@@ -208,7 +184,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
 def _train_one_epoch(
     model, loader, optimizer, scaler, loss_fn, meta, device, use_amp, cfg, state,
-    warmup_steps, total_steps, fail_marker=None,
+    warmup_steps, total_steps, fault=None,
 ) -> dict[str, float]:  # fmt: skip
     model.train()
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
@@ -231,8 +207,8 @@ def _train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         state["step"] += 1
-        if fail_marker is not None:
-            _die_once(fail_marker)
+        if fault is not None:
+            fault()  # fault injection (tests): this worker process exits here, once
         # keep sums on the CPU: one sync per batch is the price of the per-epoch figures
         totals += torch.tensor([
             loss.item() * len(labels), float(((logits > 0).float() == labels).sum()), len(labels)
@@ -287,27 +263,6 @@ def _worker_node_ids(world_size: int) -> list[str]:
     nodes: list[str] = [""] * world_size
     torch.distributed.all_gather_object(nodes, node_id)
     return nodes
-
-
-def _mlflow_run(run: RunContext):
-    """A function logging one epoch's metrics to the run's MLflow run, or None if untracked."""
-    if not run.mlflow_run_id:
-        return None
-    # imported here: MLflow takes over a second to import, and only rank 0 of a tracked run logs
-    from train.tracking import RunRef, log_epoch_metrics
-
-    ref = RunRef(run.mlflow_tracking_uri, run.mlflow_run_id)
-    return lambda metrics, epoch: log_epoch_metrics(ref, metrics, epoch)
-
-
-def _die_once(marker: str) -> None:
-    """Fault injection: kill this worker process, unless the marker says it already happened."""
-    if os.path.exists(marker):
-        return
-    Path(marker).write_text(f"worker {os.getpid()} exited on purpose\n")
-    time.sleep(_FAULT_DELAY_S)
-    _log.warning("fault injection: worker %d exits now", os.getpid())
-    os._exit(1)
 
 
 def _unwrap(model: nn.Module) -> PhotoClassifier:

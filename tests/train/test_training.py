@@ -8,7 +8,8 @@ from mlflow import MlflowClient
 from common.checkpoint import load_checkpoint
 from train import driver, export
 from train.data import data_fingerprint, list_split
-from train.loop import RunContext, TrainConfig, lr_factor
+from train.loop import TrainConfig, lr_factor
+from train.run_context import RunContext
 
 pytestmark = pytest.mark.train
 
