@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
@@ -28,7 +29,7 @@ from ray.tune.search import BasicVariantGenerator
 from common.checkpoint import CHECKPOINT_FILENAME
 from train import tracking
 from train.data import data_fingerprint, list_split
-from train.driver import train_tracked
+from train.driver import best_checkpoint_path, train_tracked
 from train.evaluate import QualityGate
 from train.export import EXIT_GATE_FAILED, QualityGateFailed, evaluate_and_export
 from train.loop import TrainConfig
@@ -48,6 +49,7 @@ DEFAULT_STORAGE = "artifacts/tune"
 # A trial only waits on TorchTrainer.fit() while its Ray Train workers hold the CPUs and GPUs;
 # Tune needs a non-zero request to schedule it, so it asks for a sliver of a CPU.
 TRIAL_CPUS = 0.01
+EXIT_INTERRUPTED = 130  # the sweep was stopped (Ctrl-C) before every trial finished
 
 
 def train_driver_fn(config: dict[str, Any]) -> None:
@@ -56,7 +58,7 @@ def train_driver_fn(config: dict[str, Any]) -> None:
     cfg = _trial_config(config)
     _, run = train_tracked(
         cfg,
-        name=f"{config['sweep']}_trial_{trial_id}",
+        name=_train_run_name(config, trial_id),
         fingerprint=config["data_fingerprint"],
         parent=tracking.RunRef.from_dict(config["mlflow_parent"]),
         storage_path=config["train_storage_path"],
@@ -121,12 +123,11 @@ def run_sweep(
 
 
 def best_checkpoint(results: tune.ResultGrid) -> tuple[tune.Result, str]:
-    """The best trial (best validation F1 at any epoch) and the checkpoint of that epoch."""
+    """The best trial (best validation F1 at any epoch) and its best checkpoint, as kept by the
+    trial's own Ray Train run (the best two by validation F1)."""
     best = results.get_best_result(METRIC, MODE, scope="all")
-    history = best.metrics_dataframe
-    history = history[history["checkpoint_path"].notna()]
-    row = history.loc[history[METRIC].idxmax()]
-    return best, str(row["checkpoint_path"])
+    run_path = f"{best.config['train_storage_path']}/{_train_run_name(best.config, best)}"
+    return best, best_checkpoint_path(ray.train.Result.from_path(run_path))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     scaling = {"num_workers": args.num_workers, "cpus_per_worker": args.cpus_per_worker,
                "use_gpu": args.use_gpu}  # fmt: skip
     print(f"sweep {name}: resume an interrupted sweep with --name {name}", flush=True)
+    if not ray.is_initialized():
+        ray.init()  # now rather than inside Tune: the default concurrency reads its resources
     results, parent, fingerprint = run_sweep(
         base, name, args.num_samples, scaling, args.storage_path, args.grace_period,
         args.max_concurrent_trials, args.seed,
@@ -146,11 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         if result.error:
             print(f"trial {result.path} failed: {result.error}", file=sys.stderr)
+    if results.num_terminated + results.num_errors < len(results):
+        print(f"sweep {name} interrupted; resume it with --name {name}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
     best, checkpoint = best_checkpoint(results)
     trial_id = best.metrics["trial_id"]
     cfg = _trial_config(best.config)
-    trial_run = tracking.start_run(f"{name}_trial_{trial_id}", params={}, parent=parent)
+    trial_run = tracking.start_run(_train_run_name(best.config, trial_id), {}, parent=parent)
     tracking.set_tags(parent, {"best_trial": trial_id})
     version = f"{name}-{trial_id}-{fingerprint[:8]}"
     print(f"best trial {trial_id} ({checkpoint}): {cfg}", flush=True)
@@ -180,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     return 0
+
+
+def _train_run_name(config: dict[str, Any], trial: str | tune.Result) -> str:
+    """The trial's Ray Train run (and MLflow run) name: the sweep's name and the trial id."""
+    trial_id = trial if isinstance(trial, str) else trial.metrics["trial_id"]
+    return f"{config['sweep']}_trial_{trial_id}"
 
 
 def _trial_config(config: dict[str, Any]) -> TrainConfig:
