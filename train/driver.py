@@ -1,29 +1,41 @@
-"""The training driver: builds Ray Train's `TorchTrainer`, runs it, then evaluates and exports.
+"""The training driver: builds Ray Train's `TorchTrainer`, runs it tracked in MLflow, then
+evaluates, gates, exports and registers the best checkpoint.
 
 The same code trains on CPU workers here and on T4 workers on GKE (`--num-workers`,
-`--use-gpu`). `python -m train.driver --help` lists the options.
+`--use-gpu`); Ray Tune trials (`tune.sweep`) run `train_tracked` too. `python -m train.driver
+--help` lists the options; with `--no-export --checkpoint-out DIR` it is the DVC `train` stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import sys
-from dataclasses import asdict, fields
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from common.checkpoint import CHECKPOINT_FILENAME
+from train import tracking
 from train.data import data_fingerprint, list_split
 from train.evaluate import QualityGate
-from train.export import QualityGateFailed, evaluate_and_export
+from train.export import EXIT_GATE_FAILED, QualityGateFailed, evaluate_and_export
 from train.loop import TrainConfig, train_fn_per_worker
+from train.run_context import RunContext
 
-__all__ = ["best_checkpoint_path", "build_trainer", "main", "run_training"]
+__all__ = ["best_checkpoint_path", "build_trainer", "main", "run_training", "train_tracked"]
 
 DEFAULT_STORAGE = "artifacts/ray_results"
+HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "lr",
+                "images_per_s_per_worker")  # fmt: skip
 
 
 def build_trainer(
@@ -34,11 +46,16 @@ def build_trainer(
     storage_path: str = DEFAULT_STORAGE,
     name: str | None = None,
     max_failures: int = 2,
+    run: RunContext | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TorchTrainer:
-    """A `TorchTrainer` running `train_fn_per_worker` with `cfg` on `num_workers` workers."""
+    """A `TorchTrainer` running `train_fn_per_worker` with `cfg` on `num_workers` workers.
+
+    A run with the same `storage_path` and `name` as an earlier one resumes from its checkpoint.
+    """
     return TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=asdict(cfg),
+        train_loop_config={"train": asdict(cfg), "run": asdict(run or RunContext())},
         scaling_config=ScalingConfig(
             num_workers=num_workers,
             use_gpu=use_gpu,
@@ -51,14 +68,41 @@ def build_trainer(
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute="val_f1", checkpoint_score_order="max"
             ),
+            callbacks=list(callbacks),
         ),
     )
 
 
 def run_training(cfg: TrainConfig, **trainer_options) -> Result:
-    """Fit and return Ray Train's result (metrics, best checkpoints, errors)."""
-    cfg = TrainConfig(**{**asdict(cfg), "data_dir": _absolute(cfg.data_dir)})
+    """Fit and return Ray Train's result (metrics, best checkpoints)."""
+    cfg = replace(cfg, data_dir=_absolute(cfg.data_dir))
     return build_trainer(cfg, **trainer_options).fit()
+
+
+def train_tracked(
+    cfg: TrainConfig,
+    name: str,
+    fingerprint: str,
+    parent: tracking.RunRef | None = None,
+    **trainer_options,
+) -> tuple[Result, tracking.RunRef]:
+    """`run_training` recorded in the MLflow run of Ray Train run `name` (found or created):
+    the resolved config and data fingerprint as params, each epoch's metrics from rank 0."""
+    cfg = replace(cfg, data_dir=_absolute(cfg.data_dir))
+    scaling = {k: trainer_options.get(k) for k in ("num_workers", "use_gpu", "cpus_per_worker")}
+    run = tracking.start_run(
+        name,
+        params={**asdict(cfg), **scaling, "data_fingerprint": fingerprint},
+        tags={"data_fingerprint": fingerprint},
+        parent=parent,
+    )
+    context = RunContext(fingerprint, run.tracking_uri, run.run_id)
+    try:
+        result = run_training(cfg, name=name, run=context, **trainer_options)
+    except BaseException:
+        tracking.finish_run(run, "FAILED")
+        raise
+    return result, run
 
 
 def best_checkpoint_path(result: Result) -> str:
@@ -73,8 +117,60 @@ def best_checkpoint_path(result: Result) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    cfg = replace(cfg, data_dir=_absolute(cfg.data_dir))
+    name = args.name or f"ppd-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    fingerprint = data_fingerprint(
+        list_split(cfg.data_dir, "train"), list_split(cfg.data_dir, "test")
+    )
+    version = f"{name}-{fingerprint[:8]}"
+    print(f"run {name}: data {cfg.data_dir} fingerprint {fingerprint[:12]}", flush=True)
+    result, run = train_tracked(
+        cfg, name, fingerprint,
+        num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+        storage_path=args.storage_path, max_failures=args.max_failures,
+    )  # fmt: skip
+    best = str(Path(best_checkpoint_path(result)) / CHECKPOINT_FILENAME)
+    print(f"MLflow run {run.run_id} at {run.tracking_uri}", flush=True)
+    if args.checkpoint_out:
+        _write_training_outputs(Path(args.checkpoint_out), best, run, name, version, fingerprint)
+    if not args.export:
+        tracking.finish_run(run)
+        return 0
+
+    remote = "://" in args.out
+    report_dir = Path(tempfile.mkdtemp()) if remote else Path(args.out).parent
+    gate = QualityGate(min_accuracy=args.min_accuracy, min_f1=args.min_f1)
+    try:
+        report = evaluate_and_export(best, cfg, args.out, version, fingerprint, gate, report_dir)
+    except QualityGateFailed as exc:
+        tracking.log_evaluation(run, exc.report, exc.report["files"])
+        tracking.finish_run(run)
+        print(json.dumps(exc.report["test"], indent=2), file=sys.stderr)
+        print(f"{exc}; nothing exported", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    tracking.log_evaluation(run, report, report["files"])
+    model_uri = tracking.register_checkpoint(run, args.out, args.register_as, version)
+    tracking.finish_run(run)
+    if remote:
+        shutil.rmtree(report_dir, ignore_errors=True)
+    test = report["test"]
+    print(
+        f"test accuracy {test['accuracy']:.4f}  f1 {test['f1']:.4f}  "
+        f"roc_auc {test['roc_auc']:.4f}  threshold {report['threshold']:.2f}  "
+        f"-> {args.out} (version {version}), registered as {model_uri}",
+        flush=True,
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description="Train with Ray Train, evaluate, gate and export.")
+    parser = argparse.ArgumentParser(
+        description="Train with Ray Train (tracked in MLflow), evaluate, gate, export, register. "
+        f"Exits {EXIT_GATE_FAILED} when the quality gate refuses the model."
+    )
     parser.add_argument("--out", default="artifacts/model/model.safetensors",
                         help="where the serving checkpoint goes (local path or gs://)")  # fmt: skip
     parser.add_argument("--num-workers", type=int, default=2, help="Ray Train workers")
@@ -83,10 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--storage-path", default=DEFAULT_STORAGE, help="Ray Train storage (gs:// on a cluster)"
     )
-    parser.add_argument("--name", default=None, help="run name (default: ppd-<UTC time>)")
+    parser.add_argument("--name", default=None, help="run name (default: ppd-<UTC time>); "
+                        "an existing name resumes that run")  # fmt: skip
     parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts allowed")
     parser.add_argument("--min-accuracy", type=float, default=QualityGate.min_accuracy)
     parser.add_argument("--min-f1", type=float, default=QualityGate.min_f1)
+    parser.add_argument("--export", action=argparse.BooleanOptionalAction, default=True,
+                        help="evaluate, gate, export and register after training")  # fmt: skip
+    parser.add_argument("--checkpoint-out", help="copy the best training checkpoint here, with "
+                        "run.json and history.csv (the DVC train stage's outputs)")  # fmt: skip
+    parser.add_argument("--register-as", default=tracking.REGISTERED_MODEL,
+                        help="MLflow registered model name")  # fmt: skip
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -95,43 +198,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             kind = type(default) if default is not None else str
             parser.add_argument(flag, type=kind, default=default, help=f"default {default}")
-    args = parser.parse_args(argv)
+    return parser
 
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    name = args.name or f"ppd-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    fingerprint = data_fingerprint(
-        list_split(cfg.data_dir, "train"), list_split(cfg.data_dir, "test")
-    )
-    print(f"run {name}: data {cfg.data_dir} fingerprint {fingerprint[:12]}", flush=True)
-    result = run_training(
-        cfg,
-        num_workers=args.num_workers,
-        use_gpu=args.use_gpu,
-        cpus_per_worker=args.cpus_per_worker,
-        storage_path=args.storage_path,
-        name=name,
-        max_failures=args.max_failures,
-    )
-    cfg = TrainConfig(**{**asdict(cfg), "data_dir": _absolute(cfg.data_dir)})
-    gate = QualityGate(min_accuracy=args.min_accuracy, min_f1=args.min_f1)
-    version = f"{name}-{fingerprint[:8]}"
-    try:
-        report = evaluate_and_export(
-            str(Path(best_checkpoint_path(result)) / "model.safetensors"),
-            cfg, args.out, version, fingerprint, gate,
-        )  # fmt: skip
-    except QualityGateFailed as exc:
-        print(json.dumps(exc.report["test"], indent=2), file=sys.stderr)
-        print(f"{exc}; nothing exported", file=sys.stderr)
-        return 1
-    test = report["test"]
-    print(
-        f"test accuracy {test['accuracy']:.4f}  f1 {test['f1']:.4f}  "
-        f"roc_auc {test['roc_auc']:.4f}  "
-        f"threshold {report['threshold']:.2f}  -> {args.out} (version {version})",
-        flush=True,
-    )
-    return 0
+
+def _write_training_outputs(
+    out: Path, best: str, run: tracking.RunRef, name: str, version: str, fingerprint: str
+) -> None:
+    """The best checkpoint, run.json (MLflow run id, version) and history.csv (per epoch)."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, out / CHECKPOINT_FILENAME)
+    info = {"run_name": name, "version": version, "data_fingerprint": fingerprint,
+            "mlflow_run_id": run.run_id}  # fmt: skip
+    (out / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    history = tracking.metric_history(run, HISTORY_KEYS)
+    with open(out / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch", *HISTORY_KEYS])
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def _absolute(uri: str) -> str:

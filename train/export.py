@@ -1,32 +1,35 @@
-"""From the best training checkpoint to a serving checkpoint: evaluate, gate, export.
+"""From the best training checkpoint to a serving checkpoint: gate, export, register.
 
 The decision threshold is chosen on the validation split, the figures come from the held-out
-test split, and the drift baseline the DriftMonitor needs is stored with them. A model that
-fails the quality gate is not exported.
+test split, and the drift baseline the DriftMonitor needs is stored with them (`train.evaluate`).
+A model that fails the quality gate is not exported: `python -m train.export` then exits with
+EXIT_GATE_FAILED and writes nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from common.checkpoint import load_checkpoint, save_checkpoint
-from train.data import list_split, split_validation
-from train.evaluate import (
-    QualityGate,
-    choose_threshold,
-    classification_metrics,
-    drift_baseline,
-    predict_probabilities,
-)
+from common.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from common.model import PhotoClassifier
+from train.evaluate import REPORT_FILENAME, QualityGate, evaluate_model
 from train.loop import TrainConfig
 
-__all__ = ["QualityGateFailed", "evaluate_and_export"]
+__all__ = [
+    "EXIT_GATE_FAILED",
+    "QualityGateFailed",
+    "evaluate_and_export",
+    "export_checkpoint",
+    "main",
+]
+
+EXIT_GATE_FAILED = 4  # exit status of every CLI whose export the quality gate refused
 
 
 class QualityGateFailed(RuntimeError):
@@ -38,6 +41,34 @@ class QualityGateFailed(RuntimeError):
         self.report = report
 
 
+def export_checkpoint(
+    model: PhotoClassifier,
+    meta: ModelMeta,
+    report: dict[str, Any],
+    out_uri: str,
+    version: str,
+    gate: QualityGate = QualityGate(),
+) -> str:
+    """Gate on `report["test"]`, then write the serving checkpoint to `out_uri` (path or gs://).
+
+    The checkpoint's metadata takes the threshold, held-out metrics and drift baseline from the
+    report. Raises QualityGateFailed (and writes nothing) below the gate.
+    """
+    failures = gate.failures(report["test"])
+    if failures:
+        raise QualityGateFailed(failures, report)
+    final_meta = replace(
+        meta,
+        threshold=report["threshold"],
+        version=version,
+        data_fingerprint=report["data_fingerprint"],
+        metrics={k: v for k, v in report["test"].items() if isinstance(v, float)},
+        drift_baseline=report["drift_baseline"],
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return save_checkpoint(model, final_meta, out_uri)
+
+
 def evaluate_and_export(
     checkpoint_uri: str,
     cfg: TrainConfig,
@@ -45,58 +76,71 @@ def evaluate_and_export(
     version: str,
     data_fingerprint: str,
     gate: QualityGate = QualityGate(),
+    report_dir: Path | str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `checkpoint_uri` on validation and test, gate it, write the serving checkpoint.
 
-    Returns the evaluation report (also written beside a local `out_uri` as evaluation.json).
+    The report (with the gate's verdict) and figures go to `report_dir`, by default beside a
+    local `out_uri`, whether or not the gate passes; `report["files"]` lists them.
     """
     model, meta = load_checkpoint(checkpoint_uri)
-    train_files, val_files = split_validation(
-        list_split(cfg.data_dir, "train"), cfg.val_fraction, cfg.seed
-    )
-    test_files = list_split(cfg.data_dir, "test")
-
-    val_probs = predict_probabilities(model, meta, val_files)
-    threshold = choose_threshold(np.asarray(val_files.labels), val_probs)
-    test_probs = predict_probabilities(model, meta, test_files)
-    test_metrics = classification_metrics(np.asarray(test_files.labels), test_probs, threshold)
-    report = {
-        "version": version,
-        "threshold": threshold,
-        "validation": classification_metrics(np.asarray(val_files.labels), val_probs, threshold),
-        "test": test_metrics,
-        "drift_baseline": drift_baseline(test_probs, threshold),
-        "data_fingerprint": data_fingerprint,
-        "split_sizes": {
-            "train": len(train_files),
-            "validation": len(val_files),
-            "test": len(test_files),
-        },
-        "gate": asdict(gate),
-    }
-    failures = gate.failures(test_metrics)
-    report["gate_passed"] = not failures
-    _write_report(out_uri, report)
-    if failures:
-        raise QualityGateFailed(failures, report)
-
-    final_meta = replace(
-        meta,
-        threshold=threshold,
-        version=version,
-        data_fingerprint=data_fingerprint,
-        metrics={k: v for k, v in test_metrics.items() if isinstance(v, float)},
-        drift_baseline=report["drift_baseline"],
-        train_config=asdict(cfg),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    save_checkpoint(model, final_meta, out_uri)
+    meta = replace(meta, train_config=asdict(cfg))
+    evaluation = evaluate_model(model, meta, cfg)
+    report = {**evaluation.report, "version": version, "data_fingerprint": data_fingerprint}
+    report["gate"] = asdict(gate)
+    report["gate_passed"] = not gate.failures(report["test"])
+    if report_dir is None and "://" not in out_uri:
+        report_dir = Path(out_uri).parent
+    files = [] if report_dir is None else replace(evaluation, report=report).write(report_dir)
+    report["files"] = [str(f) for f in files]
+    export_checkpoint(model, meta, report, out_uri, version, gate)
     return report
 
 
-def _write_report(out_uri: str, report: dict[str, Any]) -> None:
-    if "://" in out_uri:
-        return  # remote exports carry the figures in the checkpoint metadata and in MLflow
-    path = Path(out_uri).with_name("evaluation.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+def main(argv: list[str] | None = None) -> int:
+    gate_defaults = QualityGate()
+    parser = argparse.ArgumentParser(
+        description="Gate an evaluated checkpoint and export it in the serving format; "
+        f"exits {EXIT_GATE_FAILED} (writing nothing) when the quality gate refuses it."
+    )
+    parser.add_argument("checkpoint", help="checkpoint URI (path, gs://, models:/, runs:/)")
+    parser.add_argument("--evaluation", required=True, help=f"{REPORT_FILENAME} of `evaluate`")
+    parser.add_argument("--out", required=True, help="serving checkpoint path or gs:// URI")
+    parser.add_argument("--version", help="model version (default: from --run-info)")
+    parser.add_argument("--min-accuracy", type=float, default=gate_defaults.min_accuracy)
+    parser.add_argument("--min-f1", type=float, default=gate_defaults.min_f1)
+    parser.add_argument(
+        "--run-info", help="run.json from `train.driver --checkpoint-out`: register in its run"
+    )
+    parser.add_argument("--register-as", default="product-photo-detector",
+                        help="MLflow registered model name (with --run-info)")  # fmt: skip
+    args = parser.parse_args(argv)
+
+    report = json.loads(Path(args.evaluation).read_text())
+    info = json.loads(Path(args.run_info).read_text()) if args.run_info else {}
+    version = args.version or info.get("version")
+    if not version:
+        parser.error("--version is needed without --run-info")
+    gate = QualityGate(min_accuracy=args.min_accuracy, min_f1=args.min_f1)
+    model, meta = load_checkpoint(args.checkpoint)
+    run = None
+    if args.run_info:
+        from train import tracking  # MLflow only when tracked
+
+        run = tracking.run_from_info(args.run_info)
+        tracking.set_tags(run, {"quality_gate": "failed" if gate.failures(report["test"]) else
+                                "passed"})  # fmt: skip
+    try:
+        export_checkpoint(model, meta, report, args.out, version, gate)
+    except QualityGateFailed as exc:
+        print(f"{exc}; nothing exported", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    print(f"exported {args.out} (version {version})", flush=True)
+    if run is not None:
+        uri = tracking.register_checkpoint(run, args.out, args.register_as, version)
+        print(f"registered {uri}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,11 +7,16 @@ path per item, and for data sets of this size that is simpler and as fast as con
 a Ray Data pipeline. Each epoch reports all-reduced metrics and (from rank 0) a checkpoint that
 holds the serving-format weights and the optimiser state, both as safetensors; a restarted
 worker group resumes from the latest one.
+
+Rank 0 also logs each epoch's metrics to MLflow, as Ray Train's experiment-tracking guide does:
+the metrics are already all-reduced there, the same code logs under `TorchTrainer.fit()` and
+under a Tune trial, and Train V2's controller callbacks are a developer API that runs in
+another process.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import tempfile
 import time
@@ -22,18 +27,19 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common.checkpoint import CHECKPOINT_FILENAME, ModelMeta, save_checkpoint
+from common.checkpoint import ModelMeta
 from common.model import PhotoClassifier, build_model, to_model_input
 from train.data import ImageFileDataset, augmentation, list_split, split_validation
+from train.run_context import RunContext
+from train.train_state import load_train_state, save_train_state
 
 __all__ = ["TrainConfig", "lr_factor", "train_fn_per_worker"]
 
-TRAIN_STATE_FILENAME = "train_state.safetensors"
+# Ray Train V2 sends a worker's print() both to stdout and to its logger (shown twice): log.
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,9 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) 
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
-    cfg = TrainConfig.from_dict(config)
+    """`config` is {"train": TrainConfig as a dict, "run": RunContext as a dict}."""
+    cfg = TrainConfig.from_dict(config["train"])
+    run = RunContext.from_dict(config.get("run"))
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -98,7 +106,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     val_loader = ray.train.torch.prepare_data_loader(
         DataLoader(ImageFileDataset(val_files, cfg.image_size), batch_size=per_worker_batch)
     )
-    meta = ModelMeta(image_size=cfg.image_size, dropout=cfg.dropout, train_config=asdict(cfg))
+    meta = ModelMeta(
+        image_size=cfg.image_size, dropout=cfg.dropout, train_config=asdict(cfg),
+        data_fingerprint=run.data_fingerprint,
+    )  # fmt: skip
+    tracker = run.epoch_logger() if rank == 0 else None
+    nodes = _worker_node_ids(world_size)
 
     # model and optimiser
     model = build_model(pretrained_path=cfg.pretrained_path, dropout=cfg.dropout)
@@ -116,9 +129,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
-            state = _load_state(Path(ckpt_dir), _unwrap(model), optimizer)
+            state = load_train_state(Path(ckpt_dir), _unwrap(model), optimizer)
         if rank == 0:
-            print(f"resuming from epoch {state['epoch']} (step {state['step']})", flush=True)
+            _log.info("resuming from epoch %d (step %d)", state["epoch"], state["step"])
+    resumed_from_epoch = state["epoch"]
+    if rank == 0:
+        _log.info("%d workers on %d node(s)", world_size, len(set(nodes)))
 
     for epoch in range(state["epoch"], cfg.epochs):
         if state["epochs_without_improvement"] >= cfg.patience:
@@ -130,7 +146,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         started = time.perf_counter()
         train_metrics = _train_one_epoch(
             model, train_loader, optimizer, scaler, loss_fn, meta, device, use_amp, cfg,
-            state, warmup_steps, total_steps,
+            state, warmup_steps, total_steps, run.fault_for(epoch + 1, rank, world_size),
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         val_metrics = _evaluate(model, val_loader, loss_fn, meta, device, use_amp)
@@ -147,17 +163,20 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": elapsed,
             "images_per_s": train_metrics["train_images"] / elapsed,
             "images_per_s_per_worker": train_metrics["train_images"] / elapsed / world_size,
-            "best_val_f1": state["best_val_f1"],
+            "best_val_f1": state["best_val_f1"], "resumed_from_epoch": resumed_from_epoch,
+            "num_nodes": len(set(nodes)), "worker_node_ids": ",".join(nodes),
         }  # fmt: skip
+        if tracker is not None:
+            tracker(metrics, epoch + 1)
 
         # report: every worker (it is a barrier), a checkpoint from rank 0 only
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
                 epoch_meta = ModelMeta(**{**asdict(meta), "version": f"epoch-{epoch + 1}"})
-                _save_state(Path(tmp), _unwrap(model), epoch_meta, optimizer, state)
+                save_train_state(Path(tmp), _unwrap(model), epoch_meta, optimizer, state)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-                print(_progress_line(metrics, cfg.epochs), flush=True)
+                _log.info(_progress_line(metrics, cfg.epochs))
             ray.train.report(metrics, checkpoint=ckpt)
         if state["epochs_without_improvement"] >= cfg.patience:
             break
@@ -165,7 +184,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
 def _train_one_epoch(
     model, loader, optimizer, scaler, loss_fn, meta, device, use_amp, cfg, state,
-    warmup_steps, total_steps,
+    warmup_steps, total_steps, fault=None,
 ) -> dict[str, float]:  # fmt: skip
     model.train()
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
@@ -188,6 +207,8 @@ def _train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         state["step"] += 1
+        if fault is not None:
+            fault()  # fault injection (tests): this worker process exits here, once
         # keep sums on the CPU: one sync per batch is the price of the per-epoch figures
         totals += torch.tensor([
             loss.item() * len(labels), float(((logits > 0).float() == labels).sum()), len(labels)
@@ -234,37 +255,18 @@ def _all_reduce(totals: torch.Tensor) -> torch.Tensor:
     return on_device.cpu()
 
 
+def _worker_node_ids(world_size: int) -> list[str]:
+    """The Ray node id of every worker, in rank order (the same list on every worker)."""
+    node_id = ray.get_runtime_context().get_node_id()
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return [node_id]
+    nodes: list[str] = [""] * world_size
+    torch.distributed.all_gather_object(nodes, node_id)
+    return nodes
+
+
 def _unwrap(model: nn.Module) -> PhotoClassifier:
     return model.module if hasattr(model, "module") else model
-
-
-def _save_state(
-    directory: Path, model: PhotoClassifier, meta: ModelMeta, optimizer, state: dict
-) -> None:
-    save_checkpoint(model, meta, directory / CHECKPOINT_FILENAME)
-    opt_state = optimizer.state_dict()
-    tensors = {
-        f"{param_id}.{name}": value.detach().cpu().contiguous()
-        for param_id, param_state in opt_state["state"].items()
-        for name, value in param_state.items()
-    }
-    header = {"param_groups": json.dumps(opt_state["param_groups"]), "state": json.dumps(state)}
-    save_file(tensors, str(directory / TRAIN_STATE_FILENAME), metadata=header)
-
-
-def _load_state(directory: Path, model: PhotoClassifier, optimizer) -> dict:
-    model.load_state_dict(load_file(str(directory / CHECKPOINT_FILENAME)))
-    with safe_open(str(directory / TRAIN_STATE_FILENAME), framework="pt") as f:
-        header = f.metadata()
-    tensors = load_file(str(directory / TRAIN_STATE_FILENAME))
-    per_param: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        param_id, name = key.split(".", 1)
-        per_param.setdefault(int(param_id), {})[name] = value
-    optimizer.load_state_dict(
-        {"state": per_param, "param_groups": json.loads(header["param_groups"])}
-    )
-    return json.loads(header["state"])
 
 
 def _progress_line(m: dict[str, float], epochs: int) -> str:
@@ -272,5 +274,5 @@ def _progress_line(m: dict[str, float], epochs: int) -> str:
         f"epoch {int(m['epoch'])}/{epochs}  train_loss {m['train_loss']:.4f}  "
         f"train_acc {m['train_accuracy']:.3f}  val_loss {m['val_loss']:.4f}  "
         f"val_acc {m['val_accuracy']:.3f}  val_f1 {m['val_f1']:.3f}  lr {m['lr']:.2e}  "
-        f"{m['images_per_s']:.1f} img/s"
+        f"{m['images_per_s']:.1f} img/s ({m['images_per_s_per_worker']:.1f} per worker)"
     )

@@ -1,15 +1,19 @@
 import itertools
+import os
 
 import pytest
+import torch
+from mlflow import MlflowClient
 
 from common.checkpoint import load_checkpoint
-from train.data import list_split
-from train.driver import best_checkpoint_path, run_training
-from train.evaluate import QualityGate
-from train.export import QualityGateFailed, evaluate_and_export
+from train import driver, export
+from train.data import data_fingerprint, list_split
 from train.loop import TrainConfig, lr_factor
+from train.run_context import RunContext
 
 pytestmark = pytest.mark.train
+
+REGISTERED = "ppd-test-tracked"
 
 
 def test_lr_warms_up_then_decays_by_cosine():
@@ -20,42 +24,117 @@ def test_lr_warms_up_then_decays_by_cosine():
     assert factors[-1] == pytest.approx(0.01)
 
 
-def test_one_epoch_on_two_ray_train_workers_gives_a_loadable_checkpoint(
-    ray_instance, tiny_demo, tmp_path
-):
-    cfg = TrainConfig(
-        data_dir=str(tiny_demo), image_size=32, epochs=1, batch_size=8, warmup_epochs=0
-    )
-    result = run_training(cfg, num_workers=2, storage_path=str(tmp_path / "runs"), name="t1")
+def test_fault_injection_needs_a_marker_file():
+    with pytest.raises(ValueError, match="fail_marker"):
+        RunContext(fail_at_epoch=2)
 
-    assert result.error is None
-    assert result.metrics["epoch"] == 1
-    assert result.metrics["train_images"] > 0
-    _, meta = load_checkpoint(best_checkpoint_path(result))
+
+@pytest.fixture(scope="module")
+def tracked_run(ray_instance, tiny_demo, mlflow_server, tmp_path_factory):
+    """`python -m train.driver` for one epoch on two workers, tracked by a real MLflow server."""
+    tmp = tmp_path_factory.mktemp("tracked")
+    out = tmp / "export" / "model.safetensors"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        code = driver.main([
+            "--data-dir", str(tiny_demo), "--image-size", "32", "--epochs", "1",
+            "--batch-size", "8", "--warmup-epochs", "0", "--num-workers", "2",
+            "--storage-path", str(tmp / "runs"), "--name", "tracked", "--out", str(out),
+            "--min-accuracy", "0", "--min-f1", "0", "--register-as", REGISTERED,
+        ])  # fmt: skip
+        yield {"code": code, "out": out, "uri": mlflow_server, "data": tiny_demo}
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def _mlflow_run(client: MlflowClient):
+    experiment = client.get_experiment_by_name("product-photo-detector")
+    (run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.ray_train_run = 'tracked'"
+    )
+    return run
+
+
+def test_the_run_logs_config_fingerprint_epochs_and_evaluation_to_mlflow(tracked_run):
+    assert tracked_run["code"] == 0
+    client = MlflowClient(tracked_run["uri"])
+    run = _mlflow_run(client)
+    data = tracked_run["data"]
+    fingerprint = data_fingerprint(list_split(str(data), "train"), list_split(str(data), "test"))
+
+    assert run.info.status == "FINISHED"
+    assert run.data.params["lr"] == "0.001"
+    assert run.data.params["epochs"] == "1"
+    assert run.data.params["num_workers"] == "2"
+    assert run.data.params["data_fingerprint"] == fingerprint
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_f1")] == [1]
+    assert run.data.metrics["images_per_s_per_worker"] > 0
+    assert 0 <= run.data.metrics["test.accuracy"] <= 1
+    assert run.data.tags["quality_gate"] == "passed"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert logged >= {
+        "evaluation/evaluation.json",
+        "evaluation/confusion_matrix.png",
+        "evaluation/roc.png",
+    }
+
+
+def test_serving_loads_the_registered_model_by_models_uri(tracked_run, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked_run["uri"])
+    client = MlflowClient(tracked_run["uri"])
+    (version,) = client.search_model_versions(f"name = '{REGISTERED}'")
+    assert version.run_id == _mlflow_run(client).info.run_id
+
+    model, meta = load_checkpoint(f"models:/{REGISTERED}/{version.version}")
+    exported_model, exported = load_checkpoint(tracked_run["out"])
+    assert meta == exported
+    assert meta.version.startswith("tracked-")
     assert meta.image_size == 32
     assert meta.train_config["epochs"] == 1
+    assert set(meta.drift_baseline) >= {"mean_probability", "low_confidence_ratio"}
+    for name, tensor in exported_model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
+    assert (tracked_run["out"].parent / "evaluation.json").is_file()
 
-    # evaluation and export (the gate is opened: one epoch on 24 images proves nothing)
-    out = tmp_path / "export" / "model.safetensors"
-    report = evaluate_and_export(
-        best_checkpoint_path(result) + "/model.safetensors",
-        cfg,
-        str(out),
-        "t1-v",
-        "fp",
-        QualityGate(min_accuracy=0.0, min_f1=0.0),
+
+def test_export_exits_4_and_writes_nothing_below_the_gate(tracked_run, tmp_path, capsys):
+    out = tmp_path / "refused" / "model.safetensors"
+    code = export.main([
+        str(tracked_run["out"]), "--evaluation",
+        str(tracked_run["out"].parent / "evaluation.json"), "--out", str(out),
+        "--version", "refused", "--min-accuracy", "1.01", "--min-f1", "1.01",
+    ])  # fmt: skip
+    assert code == export.EXIT_GATE_FAILED == 4
+    assert not out.exists()
+    assert "quality gate failed: accuracy" in capsys.readouterr().err
+
+    passed = tmp_path / "passed" / "model.safetensors"
+    code = export.main([
+        str(tracked_run["out"]), "--evaluation",
+        str(tracked_run["out"].parent / "evaluation.json"), "--out", str(passed),
+        "--version", "passed", "--min-accuracy", "0", "--min-f1", "0",
+    ])  # fmt: skip
+    assert code == 0
+    assert load_checkpoint(passed)[1].version == "passed"
+
+
+def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(
+    ray_instance, tiny_demo, tmp_path
+):
+    marker = tmp_path / "fault-injected"
+    cfg = TrainConfig(
+        data_dir=str(tiny_demo), image_size=32, epochs=2, batch_size=8, warmup_epochs=0
     )
-    assert report["test"]["count"] == len(list_split(str(tiny_demo), "test"))
-    _, exported = load_checkpoint(out)
-    assert exported.version == "t1-v"
-    assert exported.threshold == report["threshold"]
-    assert set(exported.drift_baseline) >= {"mean_probability", "low_confidence_ratio"}
-    assert (out.parent / "evaluation.json").is_file()
+    result = driver.run_training(
+        cfg, num_workers=2, storage_path=str(tmp_path / "runs"), name="fault", max_failures=1,
+        run=RunContext(fail_at_epoch=2, fail_marker=str(marker)),
+    )  # fmt: skip
 
-    # the gate refuses a model below its bar, and nothing is written
-    refused = tmp_path / "refused" / "model.safetensors"
-    with pytest.raises(QualityGateFailed):
-        evaluate_and_export(
-            str(out), cfg, str(refused), "t1-r", "fp", QualityGate(min_accuracy=1.01, min_f1=1.01)
-        )
-    assert not refused.exists()
+    assert marker.is_file()  # rank 1 really exited during epoch 2
+    assert result.metrics["epoch"] == 2
+    assert result.metrics["resumed_from_epoch"] == 1  # the restarted group loaded epoch 1
+    assert sorted(m["epoch"] for _, m in result.best_checkpoints) == [1, 2]
