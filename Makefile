@@ -36,9 +36,12 @@ $(DEMO_MODEL): | $(DEMO_DATA)/demo_manifest.json
 demo: $(DEMO_MODEL)
 	@$(MAKE) --no-print-directory serve
 
-# `serve run` in the foreground; once /health answers, print where to send requests.
+# `serve run` in the foreground with the tuned settings of serving.env (HAProxy in front when
+# the `haproxy` binary is installed); once /health answers, print where to send requests.
 serve: | $(VENV)/.installed-demo
-	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/serve run serve_config.yaml & pid=$$!; \
+	@set -a; . ./serving.env; set +a; \
+	command -v haproxy >/dev/null || unset RAY_SERVE_ENABLE_HA_PROXY RAY_SERVE_HAPROXY_NBTHREAD; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/serve run serve_config.yaml & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid' INT TERM; \
 	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://$(HOST):$(PORT)/health', timeout=2)" 2>/dev/null; do \
 		kill -0 $$pid 2>/dev/null || exit 1; sleep 1; \

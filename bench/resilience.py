@@ -27,7 +27,7 @@ import yaml
 
 from bench.inputs import make_inputs
 from bench.load import LoadResult, run_load
-from bench.serving import ROOT, interruptible, stop, wait_healthy
+from bench.serving import ROOT, interruptible, serving_env, stop, wait_healthy
 
 __all__ = ["SCENARIOS", "ServeRunTarget", "Target", "Verdict", "main"]
 
@@ -317,10 +317,12 @@ class ServeRunTarget:
         serve = Path(sys.executable).with_name("serve")
         log = ROOT / "artifacts" / "bench" / "resilience_serve_run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **serving_env(Path(tempfile.mkdtemp(prefix="haproxy-drill-")))}
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [str(serve), "run", str(self._write(self.config))],  # nosec B603
                 cwd=ROOT,
+                env=env,
                 preexec_fn=interruptible,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess  # nosec B404
 import sys
@@ -34,6 +35,28 @@ __all__ = ["benchmark", "machine_description", "main", "start_baseline", "start_
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = ROOT / "artifacts" / "demo" / "model.safetensors"
 DEFAULT_OUT = ROOT / "artifacts" / "bench" / "serving.json"
+
+
+def serving_env(haproxy_dir: Path | None = None) -> dict[str, str]:
+    """The tuned Serve settings from serving.env; HAProxy ones only when `haproxy` is
+    installed, with its files under `haproxy_dir` so that instances never share them."""
+    env = {}
+    for line in (ROOT / "serving.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    if shutil.which("haproxy") is None:
+        return {k: v for k, v in env.items() if "HA_PROXY" not in k and "HAPROXY" not in k}
+    if haproxy_dir is not None and env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        haproxy_dir.mkdir(parents=True, exist_ok=True)
+        env |= {
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
+        }
+    return env
 
 
 def machine_description() -> dict:
@@ -116,6 +139,7 @@ def start_served(
     serve = Path(sys.executable).with_name("serve")
     environment = {
         **os.environ,
+        **serving_env(Path(tempfile.mkdtemp(prefix="haproxy-bench-"))),
         "MODEL_URI": str(checkpoint),
         "RATE_LIMIT_PER_MINUTE": "0",
         "REQUIRE_AUTH": "false",

@@ -25,7 +25,7 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from common.image import ImageError, PreparedImage
+from common.image import ImageError, ImageLimits, PreparedImage, prepare_image
 from common.rules import confidence_for, label_for
 from common.settings import Settings
 from deployments.classifier import ModelInfo, NoModelLoaded, Prediction
@@ -52,6 +52,12 @@ class IngressConfig:
     max_inflight_requests: int = 64  # per ingress replica; above it, fast 503s
     drift_flush_interval_s: float = 0.5  # how often predictions are sent to the DriftMonitor
     model_info_ttl_s: float = 2.0  # how long the primary's model info is trusted
+    # Decode uploads here (a thread of this replica) rather than in the Preprocessor
+    # deployment: on a small CPU node the extra hop costs more than the decode itself.
+    preprocess_in_ingress: bool = False
+    min_side: int = ImageLimits.min_side  # px, each side of an upload
+    max_side: int = ImageLimits.max_side  # px
+    max_pixels: int = ImageLimits.max_pixels  # decoded pixels; bigger headers are refused
 
     @classmethod
     def from_user_config(cls, raw: dict[str, Any]) -> IngressConfig:
@@ -64,7 +70,13 @@ class IngressConfig:
             raise ValueError("shadow_fraction must lie in [0, 1]")
         if config.max_inflight_requests < 1 or config.request_timeout_s <= 0:
             raise ValueError("max_inflight_requests must be >= 1 and request_timeout_s > 0")
+        if not 1 <= config.min_side <= config.max_side or config.max_pixels < 1:
+            raise ValueError("image limits must satisfy 1 <= min_side <= max_side, max_pixels >= 1")
         return config
+
+    def image_limits(self, max_bytes: int) -> ImageLimits:
+        return ImageLimits(max_bytes=max_bytes, min_side=self.min_side, max_side=self.max_side,
+                           max_pixels=self.max_pixels)  # fmt: skip
 
 
 @serve.deployment
@@ -243,10 +255,14 @@ class Ingress:
     async def _prepare(self, data: bytes, image_size: int) -> PreparedImage:
         started = time.perf_counter()
         self.metrics.image_bytes.observe(len(data))
+        limits = self.config.image_limits(self.settings.max_file_bytes)
         try:
-            image: PreparedImage = await self._call(
-                lambda: self._preprocessor.remote(data, image_size), "decode"
-            )
+            if self.config.preprocess_in_ingress:
+                image = await asyncio.to_thread(prepare_image, data, image_size, limits)
+            else:
+                image = await self._call(
+                    lambda: self._preprocessor.remote(data, image_size, limits), "decode"
+                )
         except ImageError as exc:
             cause = root_cause(exc)
             self.metrics.validation_errors.inc(tags={"kind": exc.kind})

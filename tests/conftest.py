@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import ray
 import torch
 import yaml
 
+from bench.serving import serving_env
 from common.checkpoint import ModelMeta, save_checkpoint
 from common.drift import window_statistics
 from common.image import prepare_image
@@ -76,6 +78,10 @@ def make_checkpoint(path: Path, version: str, seed: int, image_size: int = TEST_
 @pytest.fixture(scope="session")
 def ray_instance():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, loopback-only test instance
+    # The tuned serving settings (serving.env), with HAProxy files of this session's own.
+    os.environ.update(serving_env(Path(tempfile.mkdtemp(prefix="haproxy-tests-"))))
+    # Tests call handles synchronously from this driver, which needs Serve's router loop.
+    os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
     ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False)
     yield
     from ray import serve

@@ -88,7 +88,7 @@ def test_every_user_config_is_accepted_by_its_deployment_code(serve_config):
         if config_class is not None:
             config_class.from_user_config(deployment["user_config"])  # unknown keys raise
             checked.append(name)
-    assert {"Classifier", "Preprocessor"} <= set(checked)
+    assert {"Classifier", "Ingress"} <= set(checked)
 
 
 def _config_classes() -> dict[str, type]:
