@@ -12,6 +12,7 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.image import prepare_image
 from common.model import to_model_input
+from deployments.model_slot import autocast_dtype
 
 __all__ = ["measure_limit"]
 
@@ -30,6 +31,7 @@ def measure_limit(
     if device == "cuda":
         model = model.to(memory_format=torch.channels_last)
     data = [path.read_bytes() for path in images]
+    dtype = autocast_dtype(torch.device(device))  # as the Classifier does
 
     def run(batch_size: int, count: int) -> float:
         started = time.perf_counter()
@@ -42,10 +44,12 @@ def measure_limit(
             pixels = torch.from_numpy(np.stack(batch))
             with (
                 torch.inference_mode(),
-                torch.autocast(device, torch.bfloat16, enabled=device == "cuda"),
+                torch.autocast(device, dtype, enabled=dtype is not None),
             ):
                 x = to_model_input(pixels, meta.mean, meta.std, device)
-                torch.sigmoid(model(x)).float().cpu()
+                if device == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                torch.sigmoid(model(x).float()).cpu()
             done += batch_size
         return done / (time.perf_counter() - started)
 

@@ -27,7 +27,7 @@ import yaml
 
 from bench.inputs import make_inputs
 from bench.load import LoadResult, run_load
-from bench.serving import ROOT, interruptible, serving_env, stop, wait_healthy
+from bench.serving import ROOT, interruptible, serving_env, stop, wait_healthy, with_changes
 
 __all__ = ["SCENARIOS", "ServeRunTarget", "Target", "Verdict", "main"]
 
@@ -56,16 +56,8 @@ class Target:
     images: list[Path]
 
     def with_changes(self, changes: dict[str, dict]) -> dict:
-        """The current config with some deployments' settings changed
-        (keys: user_config entries, or num_replicas / ray_actor_options)."""
-        config = copy.deepcopy(self.config)
-        for deployment in config["applications"][0]["deployments"]:
-            for key, value in changes.get(deployment["name"], {}).items():
-                if key in ("num_replicas", "ray_actor_options", "max_ongoing_requests"):
-                    deployment[key] = value
-                else:
-                    deployment.setdefault("user_config", {})[key] = value
-        return config
+        """The current config with some deployments' settings changed."""
+        return with_changes(self.config, changes)
 
     def load(self, concurrency: int, requests: int) -> LoadResult:
         return run_load(f"{self.url}/predict", self.images, concurrency, requests, self.headers)

@@ -10,6 +10,7 @@ the same `hey` load at every concurrency. Prints a table with the ratios and wri
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -121,18 +122,53 @@ def start_baseline(checkpoint: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, preexec_fn=interruptible)  # nosec B603
 
 
+_DEPLOYMENT_OPTIONS = (
+    "num_replicas",
+    "ray_actor_options",
+    "max_ongoing_requests",
+    "max_queued_requests",
+)
+
+# --device cuda: one GPU Classifier with big batches, decoding spread over CPU replicas so the
+# GPU is the bottleneck (the machine's cores, less two for the Classifier and the proxy).
+GPU_CHANGES = {
+    "Classifier": {
+        "num_replicas": 1,
+        "ray_actor_options": {"num_cpus": 2, "num_gpus": 1},
+        "max_ongoing_requests": 256,
+        "max_queued_requests": 512,
+        "max_batch_size": 128,
+        "batch_wait_timeout_s": 0.005,
+    },
+    "Ingress": {
+        "preprocess_in_ingress": False,
+        "max_inflight_requests": 256,
+        "max_ongoing_requests": 300,
+    },
+    "Preprocessor": {"ray_actor_options": {"num_cpus": 1}, "max_ongoing_requests": 32},
+}
+
+
+def with_changes(config: dict, changes: dict[str, dict]) -> dict:
+    """A copy of a serve config with some deployments changed: Serve's deployment options
+    (num_replicas, ray_actor_options, max_*_requests) or `user_config` entries."""
+    config = copy.deepcopy(config)
+    for deployment in config["applications"][0]["deployments"]:
+        for key, value in changes.get(deployment["name"], {}).items():
+            if key in _DEPLOYMENT_OPTIONS:
+                deployment[key] = value
+            else:
+                deployment.setdefault("user_config", {})[key] = value
+    return config
+
+
 def start_served(
     checkpoint: Path, port: int, config_changes: dict | None = None, env: dict | None = None
 ) -> tuple[subprocess.Popen, Path]:
     """`serve run` of serve_config.yaml on `port`, rate limit off, the checkpoint as MODEL_URI."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
-    for deployment in config["applications"][0]["deployments"]:
-        deployment.setdefault("user_config", {}).update(
-            (config_changes or {}).get(deployment["name"], {})
-        )
-        if not deployment["user_config"]:
-            del deployment["user_config"]
+    config = with_changes(config, config_changes or {})
     handle, path = tempfile.mkstemp(suffix=".yaml", prefix="serve_bench_")
     os.close(handle)
     Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
@@ -252,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         stop(baseline)
 
     print("served: Ray Serve application from serve_config.yaml", flush=True)
-    served, config_path = start_served(args.checkpoint, args.served_port)
+    changes = {}
+    if args.device == "cuda":
+        cores = os.cpu_count() or 2
+        changes = copy.deepcopy(GPU_CHANGES)
+        changes["Preprocessor"]["num_replicas"] = max(1, cores - 2)
+    served, config_path = start_served(args.checkpoint, args.served_port, changes)
     try:
         wait_healthy(f"http://127.0.0.1:{args.served_port}", served)
         report["served"] = benchmark(

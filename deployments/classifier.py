@@ -21,7 +21,7 @@ from common.model import to_model_input
 from common.rules import confidence_for, label_for
 from common.settings import Settings
 from deployments.metrics import classifier_metrics, refresh_gauges_forever
-from deployments.model_slot import LoadedModel, ModelSlot, replica_device
+from deployments.model_slot import LoadedModel, ModelSlot, autocast_dtype, replica_device
 
 __all__ = ["Classifier", "ClassifierConfig", "ModelInfo", "NoModelLoaded", "Prediction"]
 
@@ -177,7 +177,10 @@ class Classifier:
             img.pixels if img.pixels.shape[1:] == (size, size) else resize_pixels(img.pixels, size)
             for img in images
         ])  # fmt: skip
-        meta = loaded.meta
-        with torch.inference_mode():
-            x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, self._slot.device)
-            return torch.sigmoid(loaded.model(x)).float().cpu().tolist()
+        meta, device = loaded.meta, self._slot.device
+        dtype = autocast_dtype(device)
+        with torch.inference_mode(), torch.autocast(device.type, dtype, enabled=dtype is not None):
+            x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, device)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            return torch.sigmoid(loaded.model(x).float()).cpu().tolist()

@@ -19,7 +19,7 @@ import torch
 from common.checkpoint import ModelMeta, load_checkpoint
 from common.model import PhotoClassifier
 
-__all__ = ["LoadedModel", "ModelSlot", "replica_device"]
+__all__ = ["LoadedModel", "ModelSlot", "autocast_dtype", "replica_device"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -29,6 +29,14 @@ class LoadedModel:
     model: PhotoClassifier
     meta: ModelMeta
     uri: str
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision for inference on a GPU: bf16 where supported (Ampere and newer), fp16
+    on a T4; None (full precision) on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def replica_device() -> torch.device:
@@ -67,6 +75,8 @@ class ModelSlot:
                 self.role, uri, self.current.meta.version,
             )  # fmt: skip
             return False
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)  # NHWC convolutions on GPUs
         self.current, self.load_error = LoadedModel(model, meta, uri), None
         logger.info("%s model %s loaded from %s", self.role, meta.version, uri)
         return True
