@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGE_SIZE = 32  # px: tiny inputs keep EfficientNet-B0 fast on two cores
 APP_NAME = "product-photo-detector"
 BASELINE_IMAGES = range(16)  # image_bytes(i) used to calibrate BatchNorm and the drift baseline
-TEST_KEYS = [f"test-key-{i:03d}" for i in range(80)]  # one fresh key per test that needs one
+TEST_KEYS = [f"test-key-{i:03d}" for i in range(120)]  # one fresh key per test that needs one
 RATE_LIMIT_PER_MINUTE = 120
 APP_ENV = {
     "REQUIRE_AUTH": "true",
@@ -159,10 +159,14 @@ def reconfigured(app: ServedApp, user_configs: dict[str, dict]) -> Iterator[dict
 _keys = itertools.cycle(TEST_KEYS)
 
 
-@pytest.fixture
-def api_key() -> str:
+def next_api_key() -> str:
     """A key no other test used recently, so rate limits of one test never touch another."""
     return next(_keys)
+
+
+@pytest.fixture
+def api_key() -> str:
+    return next_api_key()
 
 
 @pytest.fixture

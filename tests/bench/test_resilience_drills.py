@@ -1,0 +1,80 @@
+"""A short run of `make resilience`'s drills against the test session's application (same code
+as against `serve run`; smaller loads, a fresh API key per load run)."""
+
+import shutil
+
+import pytest
+
+from bench.drills import (
+    DrillSize,
+    Target,
+    memory_growth,
+    overload,
+    replica_killed,
+    rollout_under_load,
+    shadow_faults,
+    sustained_load,
+)
+from bench.inputs import make_inputs
+from bench.serving import with_changes
+from tests.conftest import deploy, next_api_key
+
+pytestmark = [
+    pytest.mark.serve,
+    pytest.mark.skipif(
+        shutil.which("hey") is None, reason="hey is not installed (apt install hey)"
+    ),
+]
+
+SMOKE = DrillSize(
+    sustained=64, killed=64, shadow=16, rollout=48, overload_factor=2, memory=60, fault_after_s=0.3
+)
+
+
+@pytest.fixture(scope="module")
+def target(served_app, tmp_path_factory):
+    return Target(
+        url=served_app.url,
+        headers=lambda: {"X-API-Key": next_api_key()},
+        deploy=deploy,
+        config=served_app.config,
+        images=make_inputs(tmp_path_factory.mktemp("drill-inputs"), per_size=1),
+    )
+
+
+def test_sustained_load_has_no_5xx(target):
+    verdict = sustained_load(target, SMOKE)
+    assert verdict.passed, verdict.line()
+
+
+def test_a_killed_classifier_replica_costs_no_request(target):
+    verdict = replica_killed(target, SMOKE)
+    assert verdict.passed, verdict.line()
+
+
+def test_slow_or_failing_shadow_fails_no_request(target):
+    verdict = shadow_faults(target, SMOKE)
+    assert set(verdict.figures) == {"no_shadow", "slow_shadow", "failing_shadow"}
+    assert all(run["errors"] == 0 for run in verdict.figures.values()), verdict.line()
+
+
+def test_rollout_under_load_fails_no_request(target, checkpoints):
+    verdict = rollout_under_load(target, SMOKE, str(checkpoints["other"]))
+    assert verdict.passed, verdict.line()
+    assert "test-other" in verdict.summary
+
+
+def test_overload_gets_fast_503s_with_retry_after(target):
+    small = with_changes(target.config, {"Ingress": {"max_inflight_requests": 2}})
+    deploy(small)
+    try:
+        verdict = overload(Target(**{**target.__dict__, "config": small}), SMOKE)
+    finally:
+        deploy(target.config)
+    assert verdict.passed, verdict.line()
+
+
+def test_memory_is_sampled_for_every_replica(target):
+    verdict = memory_growth(target, SMOKE)
+    assert verdict.figures["growth"]
+    assert verdict.figures["peak_rss_mib"]["Classifier"] > 100

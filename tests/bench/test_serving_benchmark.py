@@ -1,0 +1,71 @@
+"""A short run of `make bench`'s code paths: the limit, the one-process baseline, the load
+generator against the served application, and the report."""
+
+import shutil
+
+import pytest
+
+from bench.inputs import make_inputs, multipart_body
+from bench.limit import measure_limit
+from bench.load import run_load
+from bench.serving import benchmark, print_table, ratios, start_baseline, stop, wait_healthy
+from tests.conftest import free_port
+
+pytestmark = [
+    pytest.mark.serve,
+    pytest.mark.skipif(
+        shutil.which("hey") is None, reason="hey is not installed (apt install hey)"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return make_inputs(tmp_path_factory.mktemp("bench-inputs"), per_size=1)
+
+
+def test_inputs_are_realistic_jpegs(inputs):
+    from PIL import Image
+
+    sizes = [Image.open(path).size for path in inputs]
+    assert sizes[0] == (640, 480) and sizes[-1] == (2000, 1500)
+    body, content_type = multipart_body(inputs[0].read_bytes())
+    assert content_type.startswith("multipart/form-data; boundary=")
+    assert body.endswith(b"--\r\n")
+
+
+def test_limit_baseline_and_served_figures(served_app, checkpoints, inputs, api_key, capsys):
+    limit = measure_limit(
+        str(checkpoints["primary"]), inputs, batch_sizes=(1, 4), images_per_size=8
+    )
+    assert limit["images_per_s"] > 0 and limit["best_batch_size"] in (1, 4)
+
+    port = free_port()
+    baseline_server = start_baseline(checkpoints["primary"], port)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", baseline_server)
+        baseline = benchmark(f"http://127.0.0.1:{port}", inputs, [1, 4], requests=8)
+    finally:
+        stop(baseline_server)
+    served = benchmark(served_app.url, inputs, [1, 4], requests=8, headers={"X-API-Key": api_key})
+
+    for row in baseline + served:
+        assert row["errors"] == 0, row
+        assert row["images_per_s"] > 0 and row["p50_ms"] <= row["p99_ms"]
+    report = {
+        "machine": {},
+        "limit": limit,
+        "baseline": baseline,
+        "served": served,
+        "ratios": ratios(limit, baseline, served),
+    }
+    assert set(report["ratios"]) == {1, 4}
+    print_table(report)
+    assert "served/limit" in capsys.readouterr().out
+
+
+def test_load_generator_counts_every_status(served_app, inputs):
+    result = run_load(f"{served_app.url}/predict", inputs, concurrency=2, requests=4)  # no key
+    assert result.requests == 4
+    assert result.statuses == {401: 4}
+    assert result.errors == 4 and result.latencies_ms == []
