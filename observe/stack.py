@@ -1,13 +1,11 @@
 """The local monitoring stack: an MLflow server and Prometheus (and Grafana, where installed) on
 loopback, without Docker. `python -m observe up` (`make observe`) runs them in the foreground
-until Ctrl-C or `python -m observe stop`; `python -m observe render` writes only the
-configuration (docker-compose.yml's `config` service runs it).
+until Ctrl-C or `python -m observe stop`; `python -m observe render` writes only their
+configuration (`observe.config`; docker-compose.yml's `config` service runs it).
 
 Prometheus scrapes the Ray nodes listed in the service-discovery file Ray's dashboard writes, or
-the application's `GET /metrics`, and evaluates the `spec.groups` of
-k8s/monitoring/prometheusrule.yaml; Grafana shows k8s/monitoring/grafana-dashboard.json. Both
-are the files the Kubernetes deployment uses, read at start, never copied into the repository.
-Everything the stack writes lives under one folder (`.observe/`).
+the application's `GET /metrics`. Everything the stack writes lives under one folder
+(`.observe/`), which also records the processes for `stop`.
 """
 
 from __future__ import annotations
@@ -27,24 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
+from observe.config import DASHBOARD, HOST, RAY_SERVICE_DISCOVERY, grafana_env, render
 
-__all__ = [
-    "alert_rules",
-    "grafana_env",
-    "grafana_provisioning",
-    "main",
-    "parser",
-    "prometheus_config",
-    "render",
-]
+__all__ = ["main", "parser"]
 
-ROOT = Path(__file__).resolve().parents[1]
-RULES_SOURCE = ROOT / "k8s" / "monitoring" / "prometheusrule.yaml"
-DASHBOARD = ROOT / "k8s" / "monitoring" / "grafana-dashboard.json"
-HOST = "127.0.0.1"  # every service listens on loopback only
-# Written by the dashboard of the newest local Ray instance (a link into its session folder).
-RAY_SERVICE_DISCOVERY = "/tmp/ray/prom_metrics_service_discovery.json"  # noqa: S108  # nosec B108
 STATE_FILE = "observe.json"  # in the data folder: the supervisor's pid and its services'
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
@@ -65,107 +49,7 @@ class ServiceFailed(RuntimeError):
     """A service did not start, or stopped on its own."""
 
 
-# --- configuration -----------------------------------------------------------------------------
-
-
-def alert_rules(source: Path = RULES_SOURCE) -> dict:
-    """A Prometheus rules file: the groups of the project's PrometheusRule."""
-    (rule,) = (d for d in yaml.safe_load_all(source.read_text()) if d["kind"] == "PrometheusRule")
-    return {"groups": rule["spec"]["groups"]}
-
-
-def prometheus_config(
-    scrape_interval: str = "15s",
-    ray_sd: str | None = RAY_SERVICE_DISCOVERY,
-    app_url: str | None = None,
-) -> dict:
-    """Scrape the application's `/metrics` when `app_url` is given, else the Ray nodes in Ray's
-    service-discovery file (their ports carry the same `ray_ppd_*` series plus Ray's own, so
-    scraping both would count every prediction twice). Rules come from rules.yml beside it."""
-    if app_url:
-        url = urlsplit(app_url)
-        job = {
-            "job_name": "ppd-app",
-            "scheme": url.scheme or "http",
-            "metrics_path": url.path.rstrip("/") + "/metrics",
-            "static_configs": [{"targets": [url.netloc]}],
-        }
-    elif ray_sd:
-        job = {
-            "job_name": "ray",
-            "file_sd_configs": [{"files": [ray_sd], "refresh_interval": "10s"}],
-        }
-    else:
-        raise ValueError("nothing to scrape: give Ray's service-discovery file or the app's URL")
-    return {
-        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "rule_files": ["rules.yml"],  # relative to prometheus.yml
-        "scrape_configs": [job],
-    }
-
-
-def grafana_provisioning(prometheus_url: str, dashboards_dir: str) -> dict[str, dict]:
-    """Grafana's provisioning files (path under the provisioning folder -> content)."""
-    datasource = {"name": "Prometheus", "uid": "prometheus", "type": "prometheus",
-                  "access": "proxy", "url": prometheus_url, "isDefault": True}  # fmt: skip
-    provider = {"name": "product-photo-detector", "type": "file", "folder": "",
-                "allowUiUpdates": False, "options": {"path": dashboards_dir}}  # fmt: skip
-    return {
-        "datasources/prometheus.yml": {"apiVersion": 1, "datasources": [datasource]},
-        "dashboards/product-photo-detector.yml": {"apiVersion": 1, "providers": [provider]},
-    }
-
-
-def grafana_env(port: int | str, provisioning: str, home_dashboard: str) -> dict[str, str]:
-    """Grafana's settings, the same here and in docker-compose.yml: loopback, anonymous viewers,
-    no calls home, the project's dashboard as the home page."""
-    return {
-        "GF_SERVER_HTTP_ADDR": HOST,
-        "GF_SERVER_HTTP_PORT": str(port),
-        "GF_PATHS_PROVISIONING": provisioning,
-        "GF_AUTH_ANONYMOUS_ENABLED": "true",
-        "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer",
-        "GF_ANALYTICS_REPORTING_ENABLED": "false",
-        "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
-        "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": home_dashboard,
-    }
-
-
-def render(
-    out: Path,
-    prometheus_port: int,
-    scrape_interval: str = "15s",
-    ray_sd: str | None = RAY_SERVICE_DISCOVERY,
-    app_url: str | None = None,
-    dashboards_dir: str | None = None,
-) -> None:
-    """Write prometheus/{prometheus,rules}.yml and grafana/provisioning/ under `out`.
-
-    Without `dashboards_dir`, grafana/dashboards/ gets a link to the project's dashboard.
-    """
-    prometheus = out / "prometheus"
-    prometheus.mkdir(parents=True, exist_ok=True)
-    config = prometheus_config(scrape_interval, ray_sd, app_url)
-    (prometheus / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (prometheus / "rules.yml").write_text(yaml.safe_dump(alert_rules(), sort_keys=False))
-    if dashboards_dir is None:
-        folder = out / "grafana" / "dashboards"
-        folder.mkdir(parents=True, exist_ok=True)
-        link = folder / DASHBOARD.name
-        link.unlink(missing_ok=True)
-        link.symlink_to(DASHBOARD)
-        dashboards_dir = str(folder)
-    files = grafana_provisioning(f"http://{HOST}:{prometheus_port}", dashboards_dir)
-    for relative, content in files.items():
-        path = out / "grafana" / "provisioning" / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(content, sort_keys=False))
-
-
-# --- processes ---------------------------------------------------------------------------------
-
-
-def services(args: argparse.Namespace, data: Path) -> list[Service]:
+def services(args: argparse.Namespace, data: Path, prometheus: str) -> list[Service]:
     """The stack's processes: MLflow, Prometheus, and Grafana when `grafana-server` is installed."""
     mlflow = data / "mlflow"
     stack = [
@@ -182,7 +66,7 @@ def services(args: argparse.Namespace, data: Path) -> list[Service]:
         ),
         Service(
             "prometheus",
-            [args.prometheus_binary,
+            [prometheus,
              f"--config.file={data / 'prometheus' / 'prometheus.yml'}",
              f"--storage.tsdb.path={data / 'prometheus' / 'data'}",
              f"--web.listen-address={HOST}:{args.prometheus_port}"],
@@ -223,14 +107,14 @@ def up(args: argparse.Namespace) -> int:
         print(f"already running (pid {running['pid']}): `make observe-stop` stops it",
               file=sys.stderr)  # fmt: skip
         return 1
-    args.prometheus_binary = shutil.which("prometheus")
-    if args.prometheus_binary is None:
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
         print("prometheus is not installed: `apt-get install prometheus` (Debian's package)",
               file=sys.stderr)  # fmt: skip
         return 1
     render(data, args.prometheus_port, args.scrape_interval, args.ray_sd, args.app_url)
     (data / "logs").mkdir(exist_ok=True)
-    stack = services(args, data)
+    stack = services(args, data, prometheus)
     taken = [s.url for s in stack if not _port_free(urlsplit(s.url).port)]
     if taken:
         print(f"already in use: {', '.join(taken)}; pick free ports (`make observe "

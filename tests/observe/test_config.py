@@ -12,7 +12,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from observe.stack import DASHBOARD, alert_rules, grafana_env, parser, prometheus_config, render
+from observe.config import DASHBOARD, alert_rules, grafana_env, prometheus_config, render
+from observe.stack import parser
 from tests.conftest import ROOT
 from tests.deploy.manifests import load_one, require_tool
 from tests.observe.conftest import PROMETHEUS_HOW

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from observe.stack import alert_rules
+from observe.config import alert_rules
 from tests.images import image_bytes
 from train import driver
 from train.demo_data import DemoConfig, build_demo_dataset
