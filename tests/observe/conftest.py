@@ -1,4 +1,4 @@
-"""`make observe`'s stack (`python -m observe up`) on free loopback ports for the session,
+"""`make observe`'s stack (`python -m observe up`) on free loopback ports for these tests,
 scraping the test application's `/metrics`: the test Ray instance runs without a dashboard,
 so Ray writes no service-discovery file for it."""
 
@@ -42,7 +42,7 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped before tests/train starts
 def stack(served_app, tmp_path_factory) -> Iterator[Stack]:
     if shutil.which("prometheus") is None:
         pytest.skip(f"prometheus is not installed ({PROMETHEUS_HOW})")
