@@ -53,13 +53,34 @@ serve: | $(VENV)/.installed-demo
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/bandit --quiet -c pyproject.toml -r common deployments train tune bench
+	$(BIN)/bandit --quiet -c pyproject.toml -r common deployments train tune bench observe
 
 test: lint
 	$(BIN)/python -m pytest
 
 clean-demo:
 	rm -rf $(DEMO_DATA) artifacts/demo
+
+# --- Local tracking and monitoring (observe/, README "Monitoring") ------------------------------
+MLFLOW_PORT ?= 5000
+PROMETHEUS_PORT ?= 9090
+GRAFANA_PORT ?= 3000
+SCRAPE_INTERVAL ?= 15s
+RAY_SD ?=
+APP_URL ?=
+
+.PHONY: observe observe-stop
+
+# MLflow, Prometheus (and Grafana, where installed) on loopback, in the foreground, until Ctrl-C
+# or `make observe-stop`. Prometheus scrapes the Ray nodes in Ray's service-discovery file
+# (RAY_SD, default the newest local instance's), or APP_URL's /metrics when that is set.
+observe: | $(VENV)/.installed-demo
+	$(BIN)/python -m observe up --mlflow-port $(MLFLOW_PORT) --prometheus-port $(PROMETHEUS_PORT) \
+		--grafana-port $(GRAFANA_PORT) --scrape-interval $(SCRAPE_INTERVAL) \
+		$(if $(RAY_SD),--ray-sd $(RAY_SD)) $(if $(APP_URL),--app-url $(APP_URL))
+
+observe-stop:
+	$(BIN)/python -m observe stop
 
 # --- Deployment: k8s/, terraform/, docker/, .github/ (docs/deploy.md) ----------------------
 TOOLS_VENV := .venv-tools

@@ -2,8 +2,10 @@
 evaluates, gates, exports and registers the best checkpoint.
 
 The same code trains on CPU workers here and on T4 workers on GKE (`--num-workers`,
-`--use-gpu`); Ray Tune trials (`tune.sweep`) run `train_tracked` too. `python -m train.driver
---help` lists the options; with `--no-export --checkpoint-out DIR` it is the DVC `train` stage.
+`--use-gpu`); Ray Tune trials (`tune.sweep`) run `train_tracked` too, and
+notebooks/train_colab.ipynb runs `train_tracked` and `export_tracked` one cell each.
+`python -m train.driver --help` lists the options; with `--no-export --checkpoint-out DIR` it is
+the DVC `train` stage.
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ from train.export import EXIT_GATE_FAILED, QualityGateFailed, evaluate_and_expor
 from train.loop import TrainConfig, train_fn_per_worker
 from train.run_context import RunContext
 
-__all__ = ["best_checkpoint_path", "build_trainer", "main", "run_training", "train_tracked"]
+__all__ = [
+    "best_checkpoint_path",
+    "build_trainer",
+    "export_tracked",
+    "main",
+    "run_training",
+    "train_tracked",
+]
 
 DEFAULT_STORAGE = "artifacts/ray_results"
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "lr",
@@ -116,6 +125,35 @@ def best_checkpoint_path(result: Result) -> str:
     return checkpoint.path
 
 
+def export_tracked(
+    run: tracking.RunRef,
+    checkpoint: str,
+    cfg: TrainConfig,
+    out: str,
+    version: str,
+    fingerprint: str,
+    gate: QualityGate = QualityGate(),
+    register_as: str = tracking.REGISTERED_MODEL,
+    report_dir: Path | str | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Evaluate, gate and export `checkpoint` to `out`, record it in `run` and register it.
+
+    Returns the evaluation report and the registered `models:/` URI. The run is finished either
+    way; when the gate refuses the model its figures are still logged and QualityGateFailed is
+    raised with nothing exported.
+    """
+    try:
+        report = evaluate_and_export(checkpoint, cfg, out, version, fingerprint, gate, report_dir)
+    except QualityGateFailed as exc:
+        tracking.log_evaluation(run, exc.report, exc.report["files"])
+        tracking.finish_run(run)
+        raise
+    tracking.log_evaluation(run, report, report["files"])
+    model_uri = tracking.register_checkpoint(run, out, register_as, version)
+    tracking.finish_run(run)
+    return report, model_uri
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
@@ -143,18 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     report_dir = Path(tempfile.mkdtemp()) if remote else Path(args.out).parent
     gate = QualityGate(min_accuracy=args.min_accuracy, min_f1=args.min_f1)
     try:
-        report = evaluate_and_export(best, cfg, args.out, version, fingerprint, gate, report_dir)
+        report, model_uri = export_tracked(
+            run, best, cfg, args.out, version, fingerprint, gate, args.register_as, report_dir
+        )
     except QualityGateFailed as exc:
-        tracking.log_evaluation(run, exc.report, exc.report["files"])
-        tracking.finish_run(run)
         print(json.dumps(exc.report["test"], indent=2), file=sys.stderr)
         print(f"{exc}; nothing exported", file=sys.stderr)
         return EXIT_GATE_FAILED
-    tracking.log_evaluation(run, report, report["files"])
-    model_uri = tracking.register_checkpoint(run, args.out, args.register_as, version)
-    tracking.finish_run(run)
-    if remote:
-        shutil.rmtree(report_dir, ignore_errors=True)
+    finally:
+        if remote:
+            shutil.rmtree(report_dir, ignore_errors=True)
     test = report["test"]
     print(
         f"test accuracy {test['accuracy']:.4f}  f1 {test['f1']:.4f}  "

@@ -6,8 +6,10 @@ import torch
 from mlflow import MlflowClient
 
 from common.checkpoint import load_checkpoint
-from train import driver, export
+from train import driver, export, tracking
 from train.data import data_fingerprint, list_split
+from train.evaluate import QualityGate
+from train.export import QualityGateFailed
 from train.loop import TrainConfig, lr_factor
 from train.run_context import RunContext
 
@@ -120,6 +122,25 @@ def test_export_exits_4_and_writes_nothing_below_the_gate(tracked_run, tmp_path,
     ])  # fmt: skip
     assert code == 0
     assert load_checkpoint(passed)[1].version == "passed"
+
+
+def test_a_refused_model_is_logged_to_its_run_and_not_exported(tracked_run, tmp_path, monkeypatch):
+    """`driver.export_tracked`, what `train.driver` and the notebook run after training."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked_run["uri"])
+    run = tracking.start_run("refused", params={})
+    cfg = TrainConfig(data_dir=str(tracked_run["data"]), image_size=32)
+    out = tmp_path / "refused" / "model.safetensors"
+    with pytest.raises(QualityGateFailed, match="quality gate failed: accuracy"):
+        driver.export_tracked(
+            run, str(tracked_run["out"]), cfg, str(out), "refused", "fingerprint",
+            QualityGate(min_accuracy=1.01, min_f1=1.01), REGISTERED, tmp_path / "report",
+        )  # fmt: skip
+    assert not out.exists()
+    assert (tmp_path / "report" / "evaluation.json").is_file()
+    logged = MlflowClient(tracked_run["uri"]).get_run(run.run_id)
+    assert logged.data.tags["quality_gate"] == "failed"
+    assert logged.data.metrics["test.accuracy"] < 1.01
+    assert logged.info.status == "FINISHED"
 
 
 def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(

@@ -1,0 +1,1 @@
+"""Local tracking and monitoring beside a local deployment: `make observe` (`observe.stack`)."""

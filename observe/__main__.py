@@ -1,0 +1,5 @@
+import sys
+
+from observe.stack import main
+
+sys.exit(main())
