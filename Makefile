@@ -61,6 +61,18 @@ test: lint
 clean-demo:
 	rm -rf $(DEMO_DATA) artifacts/demo
 
+# --- Performance and resilience (docs/performance.md); need `hey` (apt-get install hey) -----
+.PHONY: bench resilience
+
+bench: $(DEMO_MODEL) | $(VENV)/.installed-dev
+	@command -v hey >/dev/null || { echo "bench needs hey: apt-get install hey"; exit 2; }
+	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.training
+
+resilience: $(DEMO_MODEL) | $(VENV)/.installed-dev
+	@command -v hey >/dev/null || { echo "resilience needs hey: apt-get install hey"; exit 2; }
+	$(BIN)/python -m bench.resilience
+
 # --- Local tracking and monitoring (observe/, README "Monitoring") ------------------------------
 MLFLOW_PORT ?= 5000
 PROMETHEUS_PORT ?= 9090
