@@ -28,8 +28,6 @@ def measure_limit(
     """Images/s at each batch size (decode + resize + forward), and the best of them."""
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(checkpoint, device)
-    if device == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     data = [path.read_bytes() for path in images]
     dtype = autocast_dtype(torch.device(device))  # as the Classifier does
 
@@ -47,8 +45,6 @@ def measure_limit(
                 torch.autocast(device, dtype, enabled=dtype is not None),
             ):
                 x = to_model_input(pixels, meta.mean, meta.std, device)
-                if device == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
                 torch.sigmoid(model(x).float()).cpu()
             done += batch_size
         return done / (time.perf_counter() - started)

@@ -181,6 +181,4 @@ class Classifier:
         dtype = autocast_dtype(device)
         with torch.inference_mode(), torch.autocast(device.type, dtype, enabled=dtype is not None):
             x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, device)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
             return torch.sigmoid(loaded.model(x).float()).cpu().tolist()

@@ -75,8 +75,6 @@ class ModelSlot:
                 self.role, uri, self.current.meta.version,
             )  # fmt: skip
             return False
-        if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)  # NHWC convolutions on GPUs
         self.current, self.load_error = LoadedModel(model, meta, uri), None
         logger.info("%s model %s loaded from %s", self.role, meta.version, uri)
         return True

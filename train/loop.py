@@ -115,8 +115,6 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
     # model and optimiser
     model = build_model(pretrained_path=cfg.pretrained_path, dropout=cfg.dropout)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
