@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from ray import serve
 
+from common.config import strict_dataclass
 from common.image import PreparedImage, resize_pixels
 from common.model import to_model_input
 from common.rules import confidence_for, label_for
@@ -46,11 +47,7 @@ class ClassifierConfig:
 
     @classmethod
     def from_user_config(cls, raw: dict[str, Any]) -> ClassifierConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown Classifier user_config keys: {unknown}")
-        config = cls(**raw)
+        config = strict_dataclass(cls, raw, "Classifier user_config")
         if config.max_batch_size < 1 or config.batch_wait_timeout_s < 0:
             raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
         if config.threshold is not None and not 0.0 < config.threshold < 1.0:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from ray import serve
 
+from common.config import strict_dataclass
 from common.drift import SIGNALS, DriftReport, DriftThresholds, assess_drift, window_statistics
 from deployments.metrics import drift_metrics, refresh_gauges_forever
 
@@ -36,11 +37,7 @@ class DriftMonitorConfig:
 
     @classmethod
     def from_user_config(cls, raw: dict[str, Any]) -> DriftMonitorConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown DriftMonitor user_config keys: {unknown}")
-        config = cls(**raw)
+        config = strict_dataclass(cls, raw, "DriftMonitor user_config")
         if config.window_size < 1 or config.min_samples < 1:
             raise ValueError("window_size and min_samples must be at least 1")
         return config

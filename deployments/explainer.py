@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from matplotlib import colormaps
 from PIL import Image
 from ray import serve
 
+from common.config import strict_dataclass
 from common.image import ImageLimits, PreparedImage, decode_image, resize_pixels
 from common.model import gradcam_target_layer, to_model_input
 from common.settings import Settings
@@ -41,11 +42,7 @@ class ExplainerConfig:
 
     @classmethod
     def from_user_config(cls, raw: dict[str, Any]) -> ExplainerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown Explainer user_config keys: {unknown}")
-        config = cls(**raw)
+        config = strict_dataclass(cls, raw, "Explainer user_config")
         if not 0.0 <= config.heatmap_opacity <= 1.0 or config.colormap not in colormaps:
             raise ValueError("heatmap_opacity must be in [0, 1] and colormap a matplotlib name")
         return config

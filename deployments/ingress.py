@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import FastAPI
@@ -25,6 +25,7 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from common.config import strict_dataclass
 from common.image import ImageError, ImageLimits, PreparedImage, prepare_image
 from common.rules import confidence_for, label_for
 from common.settings import Settings
@@ -61,11 +62,7 @@ class IngressConfig:
 
     @classmethod
     def from_user_config(cls, raw: dict[str, Any]) -> IngressConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown Ingress user_config keys: {unknown}")
-        config = cls(**raw)
+        config = strict_dataclass(cls, raw, "Ingress user_config")
         if not 0.0 <= config.shadow_fraction <= 1.0:
             raise ValueError("shadow_fraction must lie in [0, 1]")
         if config.max_inflight_requests < 1 or config.request_timeout_s <= 0:

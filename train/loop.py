@@ -20,7 +20,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from common.checkpoint import ModelMeta
+from common.config import strict_dataclass
 from common.model import PhotoClassifier, build_model, to_model_input
 from train.data import ImageFileDataset, augmentation, list_split, split_validation
 from train.run_context import RunContext
@@ -65,11 +66,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys: {unknown}")
-        return cls(**raw)
+        return strict_dataclass(cls, raw, "training config")
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
