@@ -34,7 +34,7 @@ class DrillSize:
 
     sustained: int = 5000  # at concurrency 32
     killed: int = 3000  # at concurrency 16, a Classifier replica SIGKILLed meanwhile
-    shadow: int = 800  # per run, three runs (no shadow, slow shadow, failing shadow)
+    shadow: int = 1200  # per run, three runs (no shadow, slow shadow, failing shadow)
     rollout: int = 1500  # at concurrency 8 across a `serve deploy`
     overload_factor: int = 8  # requests = this x the concurrency (4x the in-flight capacity)
     memory: int = 10_000  # RSS compared at a tenth of this and at the end
@@ -158,6 +158,7 @@ def shadow_faults(target: Target, size: DrillSize) -> Verdict:
             ),
         ):
             target.deploy_changes(changes)
+            target.load(4, 32)  # settle: connections, the first mirrored batches
             runs[name] = target.load(4, size.shadow).summary()
     finally:
         target.restore()
@@ -278,18 +279,21 @@ DRILLS = (
 )
 
 
-def run_drills(target: Target, size: DrillSize, new_model_uri: str) -> list[Verdict]:
-    """All drills in order, printing each verdict as it comes."""
+def run_drills(
+    target: Target, size: DrillSize, new_model_uri: str, only: tuple[str, ...] = DRILLS
+) -> list[Verdict]:
+    """The drills named in `only`, in order, printing each verdict as it comes."""
+    drills = {
+        "sustained_load": lambda: sustained_load(target, size),
+        "classifier_killed": lambda: replica_killed(target, size),
+        "shadow_slow_or_failing": lambda: shadow_faults(target, size),
+        "rollout_under_load": lambda: rollout_under_load(target, size, new_model_uri),
+        "overload_4x": lambda: overload(target, size),
+        "memory": lambda: memory_growth(target, size),
+    }
     verdicts = []
-    for drill in (
-        lambda: sustained_load(target, size),
-        lambda: replica_killed(target, size),
-        lambda: shadow_faults(target, size),
-        lambda: rollout_under_load(target, size, new_model_uri),
-        lambda: overload(target, size),
-        lambda: memory_growth(target, size),
-    ):
-        verdict = drill()
+    for name in only:
+        verdict = drills[name]()
         print(verdict.line(), flush=True)
         verdicts.append(verdict)
     return verdicts

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.drills import DrillSize, Target, run_drills
+from bench.drills import DRILLS, DrillSize, Target, run_drills
 from bench.inputs import make_inputs
 from bench.serving import ROOT, interruptible, serving_env, stop, wait_healthy
 
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scale", type=float, default=1.0, help="request counts x this")
     parser.add_argument("--fault-after-s", type=float, default=DrillSize.fault_after_s)
+    parser.add_argument("--drills", nargs="+", choices=DRILLS, default=list(DRILLS))
     parser.add_argument("--port", type=int, default=8300)
     args = parser.parse_args(argv)
     if not args.checkpoint.exists():
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             images=make_inputs(ROOT / "artifacts" / "bench" / "inputs"),
         )
         size = _scaled(DrillSize(fault_after_s=args.fault_after_s), args.scale)
-        verdicts = run_drills(target, size, str(args.shadow_checkpoint or args.checkpoint))
+        new_model = str(args.shadow_checkpoint or args.checkpoint)
+        verdicts = run_drills(target, size, new_model, tuple(args.drills))
     finally:
         server.close()
     failed = [v.drill for v in verdicts if not v.passed]

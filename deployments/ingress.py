@@ -11,11 +11,10 @@ from the request, so it never delays or fails a user's answer.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from common.config import strict_dataclass
 from common.image import ImageError, ImageLimits, PreparedImage, prepare_image
 from common.rules import confidence_for, label_for
 from common.settings import Settings
+from deployments.background import BatchedSender
 from deployments.classifier import ModelInfo, NoModelLoaded, Prediction
 from deployments.errors import ApiError, root_cause
 from deployments.explainer import Explanation
@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 _REPLICA_GONE = (RayActorError, ReplicaUnavailableError)  # worth one retry on another replica
 _SERVICE_RETRY_AFTER_S = "2"
+MAX_PENDING_MIRRORS = 256  # images waiting for a slow shadow; older ones are dropped
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class IngressConfig:
     request_timeout_s: float = 20.0  # per downstream call; past it the client gets 503
     max_inflight_requests: int = 64  # per ingress replica; above it, fast 503s
     drift_flush_interval_s: float = 0.5  # how often predictions are sent to the DriftMonitor
+    shadow_flush_interval_s: float = 0.1  # how often mirrored images are sent to the Shadow
     model_info_ttl_s: float = 2.0  # how long the primary's model info is trusted
     # Decode uploads here (a thread of this replica) rather than in the Preprocessor
     # deployment: on a small CPU node the extra hop costs more than the decode itself.
@@ -101,10 +103,20 @@ class Ingress:
         self._info: ModelInfo | None = None
         self._info_at = 0.0
         self._shadow_cache: tuple[ModelInfo, float] | None = None
-        self._drift_buffer: list[tuple[float, str]] = []
         self._drift_info: ModelInfo | None = None
-        self._background: set[asyncio.Task] = set()
-        self._flusher: asyncio.Task | None = None
+        self._drift = BatchedSender(
+            "drift reports",
+            self._report_to_drift_monitor,
+            interval=lambda: self.config.drift_flush_interval_s,
+            max_pending=10_000,
+        )
+        self._mirror = BatchedSender(
+            "shadow mirror",
+            self._mirror_to_shadow,
+            interval=lambda: self.config.shadow_flush_interval_s,
+            max_pending=MAX_PENDING_MIRRORS,
+            on_drop=self.metrics.shadow_errors.inc,
+        )
         self._gauges: asyncio.Task | None = None
         self.inflight_requests = 0  # told by RequestMetricsMiddleware
         # samples traffic for the shadow, nothing secret
@@ -324,9 +336,7 @@ class Ingress:
             )
             self.metrics.probability.observe(prediction.probability)
         self._drift_info = info
-        self._drift_buffer += [(p.probability, p.prediction) for p in predictions]
-        if self._flusher is None or self._flusher.done():
-            self._flusher = self._detach(self._flush_drift_forever())
+        self._drift.add([(p.probability, p.prediction) for p in predictions])
         if mirror and self.config.shadow_fraction > 0:
             chosen = [
                 (image, prediction)
@@ -334,32 +344,17 @@ class Ingress:
                 if self._random.random() < self.config.shadow_fraction
             ]
             if chosen:
-                self._detach(self._mirror_to_shadow(chosen))
+                self._mirror.add(chosen)
 
-    def _detach(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task:
-        """Run in the background, outside the request's context: Serve must not tie these
-        calls to (and cancel them with) the request that caused them."""
-        task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
-    async def _flush_drift_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.drift_flush_interval_s)
-            if not self._drift_buffer or self._drift_info is None:
-                continue
-            batch, self._drift_buffer = self._drift_buffer, []
-            info = self._drift_info
-            try:
-                await self._with_timeout(
-                    self._drift_monitor.record.remote(
-                        batch, info.version or "", info.drift_baseline or {}
-                    ),
-                    5.0,
-                )
-            except Exception:  # the monitor is down: drop this batch, keep serving
-                logger.exception("could not report %d predictions to the DriftMonitor", len(batch))
+    async def _report_to_drift_monitor(self, batch: list[tuple[float, str]]) -> None:
+        info = self._drift_info
+        if info is not None:
+            await self._with_timeout(
+                self._drift_monitor.record.remote(
+                    batch, info.version or "", info.drift_baseline or {}
+                ),
+                5.0,
+            )
 
     async def _mirror_to_shadow(self, chosen: list[tuple[PreparedImage, Prediction]]) -> None:
         try:
@@ -370,7 +365,7 @@ class Ingress:
                 self.config.shadow_timeout_s,
             )
         except Exception:  # a slow, failing or missing shadow only shows in its metrics
-            self.metrics.shadow_errors.inc()
+            self.metrics.shadow_errors.inc(len(chosen))
             return
         for (_, primary), shadow in zip(chosen, answers, strict=True):
             agreement = "agree" if primary.prediction == shadow.prediction else "disagree"
