@@ -179,6 +179,9 @@ def shadow_faults(target: Target, size: DrillSize) -> Verdict:
 
 
 def rollout_under_load(target: Target, size: DrillSize, new_model_uri: str) -> Verdict:
+    """`serve deploy` of another model URI during a load run: no request fails and the
+    answers' model version switches."""
+    before = httpx.get(f"{target.url}/health", timeout=10).json()["model_version"]
     new = with_changes(
         target.config,
         {"Classifier": {"model_uri": new_model_uri}, "Explainer": {"model_uri": new_model_uri}},
@@ -187,15 +190,15 @@ def rollout_under_load(target: Target, size: DrillSize, new_model_uri: str) -> V
         result = _under_load(
             target, 8, size.rollout, lambda: target.deploy(new), size.fault_after_s
         )
-        version = httpx.get(f"{target.url}/health", timeout=10).json()["model_version"]
+        after = httpx.get(f"{target.url}/health", timeout=10).json()["model_version"]
     finally:
         target.restore()
-    passed = result.errors == 0 and result.requests >= size.rollout
+    passed = result.errors == 0 and result.requests >= size.rollout and after != before
     return Verdict(
         "rollout_under_load",
         passed,
         f"{result.requests} requests across the deploy, "
-        f"{result.errors} failed; then serving {version}",
+        f"{result.errors} failed; version {before} -> {after}",
         result.summary(),
     )
 

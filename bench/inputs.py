@@ -36,16 +36,18 @@ def make_inputs(folder: Path, per_size: int = 2) -> list[Path]:
 
 
 def multipart_body(
-    data: bytes, field: str = "file", filename: str = "photo.jpg"
+    files: bytes | list[bytes], field: str = "file", filename: str = "photo.jpg"
 ) -> tuple[bytes, str]:
-    """(body, content type) of a one-file multipart/form-data request."""
+    """(body, content type) of a multipart/form-data request with one or more JPEG files."""
     boundary = uuid.uuid4().hex
     body = io.BytesIO()
-    body.write(f"--{boundary}\r\n".encode())
-    body.write(
-        f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n".encode()
-    )
-    body.write(data)
-    body.write(f"\r\n--{boundary}--\r\n".encode())
+    for data in [files] if isinstance(files, bytes) else files:
+        body.write(f"--{boundary}\r\n".encode())
+        body.write(
+            f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n".encode()
+        )
+        body.write(data)
+        body.write(b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
     return body.getvalue(), f"multipart/form-data; boundary={boundary}"

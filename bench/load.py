@@ -28,6 +28,7 @@ class LoadResult:
     concurrency: int
     requests: int
     wall_s: float
+    images_per_request: int = 1
     latencies_ms: list[float] = field(default_factory=list)  # of 2xx answers
     statuses: dict[int, int] = field(default_factory=dict)
 
@@ -44,7 +45,9 @@ class LoadResult:
         return {
             "concurrency": self.concurrency,
             "requests": self.requests,
-            "images_per_s": round(self.ok / self.wall_s, 2) if self.wall_s else 0.0,
+            "images_per_s": round(self.ok * self.images_per_request / self.wall_s, 2)
+            if self.wall_s
+            else 0.0,
             "p50_ms": round(float(np.percentile(lat, 50)), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 2),
             "errors": self.errors,
@@ -63,8 +66,12 @@ def run_load(
     requests: int,
     headers: dict[str, str] | None = None,
     timeout_s: int = 60,
+    images_per_request: int = 1,
 ) -> LoadResult:
-    """Send `requests` POSTs at `concurrency`, spread over `images`; wait for all of them."""
+    """Send `requests` POSTs at `concurrency`, spread over `images`; wait for all of them.
+
+    With `images_per_request` > 1 each request carries that many files under `files` (for
+    `/predict/batch`), and images/s counts images, not requests."""
     hey = shutil.which("hey")
     if hey is None:
         raise RuntimeError("`hey` is not installed: apt-get install hey")
@@ -72,7 +79,13 @@ def run_load(
     with tempfile.TemporaryDirectory() as tmp:
         commands = []
         for lane in range(lanes):
-            body, content_type = multipart_body(images[lane].read_bytes())
+            if images_per_request == 1:
+                body, content_type = multipart_body(images[lane].read_bytes())
+            else:
+                chosen = [
+                    images[(lane + k) % len(images)].read_bytes() for k in range(images_per_request)
+                ]
+                body, content_type = multipart_body(chosen, field="files")
             body_file = Path(tmp) / f"body{lane}"
             body_file.write_bytes(body)
             lane_concurrency = concurrency // lanes + (lane < concurrency % lanes)
@@ -106,7 +119,7 @@ def run_load(
         ]
         outputs = [p.communicate()[0] for p in processes]
         wall = time.perf_counter() - started
-    result = LoadResult(concurrency=concurrency, requests=0, wall_s=wall)
+    result = LoadResult(concurrency, 0, wall, images_per_request=images_per_request)
     for output in outputs:
         for row in csv.DictReader(io.StringIO(output)):
             status = int(row["status-code"])

@@ -15,7 +15,7 @@ import subprocess  # nosec B404
 import sys
 import tempfile
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import yaml
@@ -23,6 +23,7 @@ import yaml
 from bench.drills import DRILLS, DrillSize, Target, run_drills
 from bench.inputs import make_inputs
 from bench.serving import ROOT, interruptible, serving_env, stop, wait_healthy
+from common.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["ServeRunTarget", "main"]
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "--shadow-checkpoint",
         type=Path,
         default=None,
-        help="default: the primary checkpoint (a shadow of the same model)",
+        help="the shadow and the model rolled out (default: the primary's weights re-versioned)",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="request counts x this")
     parser.add_argument("--fault-after-s", type=float, default=DrillSize.fault_after_s)
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.checkpoint.exists():
         print(f"no checkpoint at {args.checkpoint}: run `make demo` (or pass --checkpoint)")
         return 2
-    server = ServeRunTarget(args.checkpoint, args.shadow_checkpoint or args.checkpoint, args.port)
+    other = args.shadow_checkpoint or _reversioned(args.checkpoint)
+    server = ServeRunTarget(args.checkpoint, other, args.port)
     server.start()
     try:
         target = Target(
@@ -127,13 +129,20 @@ def main(argv: list[str] | None = None) -> int:
             images=make_inputs(ROOT / "artifacts" / "bench" / "inputs"),
         )
         size = _scaled(DrillSize(fault_after_s=args.fault_after_s), args.scale)
-        new_model = str(args.shadow_checkpoint or args.checkpoint)
-        verdicts = run_drills(target, size, new_model, tuple(args.drills))
+        verdicts = run_drills(target, size, str(other), tuple(args.drills))
     finally:
         server.close()
     failed = [v.drill for v in verdicts if not v.passed]
     print(f"\n{len(verdicts) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
+
+
+def _reversioned(checkpoint: Path) -> Path:
+    """The same weights under another version and path: a rollout that really swaps models."""
+    model, meta = load_checkpoint(checkpoint)
+    out = ROOT / "artifacts" / "bench" / "rollout_model.safetensors"
+    save_checkpoint(model, replace(meta, version=f"{meta.version}-rollout"), out)
+    return out
 
 
 def _scaled(size: DrillSize, scale: float) -> DrillSize:

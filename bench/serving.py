@@ -231,6 +231,7 @@ def ratios(limit: dict, baseline: list[dict], served: list[dict]) -> dict:
 
 
 def print_table(report: dict) -> None:
+    """The figures as a table (and the /predict/batch rows when measured)."""
     print(f"\nmachine: {report['machine']}")
     print(
         f"limit (bare pipeline, best batch {report['limit']['best_batch_size']}): "
@@ -248,6 +249,12 @@ def print_table(report: dict) -> None:
                 r = report["ratios"][row["concurrency"]]
                 line += f"{r['served_over_limit']:>14.2f}{(r['served_over_baseline'] or 0):>13.2f}"
             print(line)
+    for row in report.get("served_batch", []):
+        limit_ratio = row["images_per_s"] / report["limit"]["images_per_s"]
+        print(
+            f"{'batch10':<9}{row['concurrency']:>4}{row['images_per_s']:>9.1f}"
+            f"{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}{row['errors']:>8}{limit_ratio:>14.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,6 +306,19 @@ def main(argv: list[str] | None = None) -> int:
         report["served"] = benchmark(
             f"http://127.0.0.1:{args.served_port}", images, args.concurrency, args.requests
         )
+        print("served, /predict/batch with 10 images a request", flush=True)
+        report["served_batch"] = [
+            run_load(
+                f"http://127.0.0.1:{args.served_port}/predict/batch",
+                images,
+                c,
+                max(8, args.requests // 10),
+                images_per_request=10,
+            ).summary()
+            for c in (1, 4)
+        ]
+        for row in report["served_batch"]:
+            print(f"  c={row['concurrency']:<3} {row}", flush=True)
     finally:
         stop(served)
         config_path.unlink(missing_ok=True)
