@@ -37,3 +37,17 @@ def test_normalisation_happens_on_the_model_side():
     x = to_model_input(pixels, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "cpu")
     assert x.dtype == torch.float32
     assert torch.allclose(x, torch.full_like(x, 2.0))
+
+
+def test_pretrained_backbone_weights_come_from_a_local_file(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(7)
+    source = timm.create_model("efficientnet_b0", num_classes=1000)
+    path = tmp_path / "efficientnet_b0.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+
+    model = build_model(pretrained_path=str(path))
+    for name, value in model.backbone.state_dict().items():
+        assert torch.equal(value, source.state_dict()[name]), name
