@@ -142,6 +142,7 @@ GPU_CHANGES = {
     },
     "Ingress": {
         "preprocess_in_ingress": False,
+        "gather_max_images": 64,
         "max_inflight_requests": 256,
         "max_ongoing_requests": 300,
     },

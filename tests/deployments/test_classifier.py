@@ -4,7 +4,7 @@ import pytest
 from ray import serve
 
 from common.image import prepare_image
-from tests.conftest import APP_NAME, TEST_IMAGE_SIZE
+from tests.conftest import APP_NAME, TEST_IMAGE_SIZE, reconfigured
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.serve
@@ -44,3 +44,20 @@ def test_pixels_of_another_side_are_resized_not_refused(classifier):
     # may still arrive; they are resized rather than failed.
     prediction = classifier.remote(prepare_image(image_bytes(3), 48)).result()
     assert 0.0 <= prediction.probability <= 1.0
+
+
+def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, classifier):
+    # 16 concurrent single-image requests over the two ingress replicas, each gathering up
+    # to 8 for up to 1 s: at most 3 groups (e.g. 9 + 7 -> 8, 1, 7), so at most 3 forward
+    # passes; one call per request would have made many more with no batch wait.
+    ingress = serve.get_deployment_handle("Ingress", app_name=APP_NAME)
+    images = [image_bytes(i % 8) for i in range(16)]
+    singles = {i: classifier.remote(prepare_image(images[i], TEST_IMAGE_SIZE)).result()
+               for i in range(8)}  # fmt: skip
+    with reconfigured(served_app, {"Ingress": {"gather_max_images": 8, "gather_wait_s": 1.0}}):
+        responses = [ingress.predict.remote(data) for data in images]
+        predictions = [response.result()[0] for response in responses]
+    assert len({p.model_ms for p in predictions}) <= 3
+    assert max(p.batch_size for p in predictions) >= 8
+    for i, prediction in enumerate(predictions):  # each caller gets its own image's answer
+        assert prediction.probability == pytest.approx(singles[i % 8].probability, abs=1e-4)
