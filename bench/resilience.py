@@ -10,6 +10,7 @@ exits non-zero when any failed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess  # nosec B404
 import sys
@@ -113,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-after-s", type=float, default=DrillSize.fault_after_s)
     parser.add_argument("--drills", nargs="+", choices=DRILLS, default=list(DRILLS))
     parser.add_argument("--port", type=int, default=8300)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "artifacts" / "bench" / "resilience.log",
+        help="the verdicts; their figures go beside it as .json",
+    )
     args = parser.parse_args(argv)
     if not args.checkpoint.exists():
         print(f"no checkpoint at {args.checkpoint}: run `make demo` (or pass --checkpoint)")
@@ -133,7 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
     failed = [v.drill for v in verdicts if not v.passed]
-    print(f"\n{len(verdicts) - len(failed)} passed, {len(failed)} failed")
+    total = f"{len(verdicts) - len(failed)} passed, {len(failed)} failed"
+    print(f"\n{total}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join([*(v.line() for v in verdicts), "", total, ""]))
+    args.out.with_suffix(".json").write_text(
+        json.dumps({v.drill: {"passed": v.passed, **v.figures} for v in verdicts}, indent=2) + "\n"
+    )
+    print(f"written to {args.out} and {args.out.with_suffix('.json').name}")
     return 1 if failed else 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -30,6 +31,7 @@ import yaml
 from bench.inputs import make_inputs
 from bench.limit import measure_limit
 from bench.load import run_load
+from common.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["benchmark", "machine_description", "main", "start_baseline", "start_served"]
 
@@ -150,6 +152,17 @@ GPU_CHANGES = {
 }
 
 
+def at_image_size(checkpoint: Path, image_size: int, out_dir: Path) -> Path:
+    """The same weights saved with another input side (EfficientNet pools globally, so any
+    side runs), to measure the graph at the production size with the demo model."""
+    model, meta = load_checkpoint(str(checkpoint))
+    if meta.image_size == image_size:
+        return checkpoint
+    path = out_dir / f"model_{image_size}px.safetensors"
+    save_checkpoint(model, dataclasses.replace(meta, image_size=image_size), path)
+    return path
+
+
 def with_changes(config: dict, changes: dict[str, dict]) -> dict:
     """A copy of a serve config with some deployments changed: Serve's deployment options
     (num_replicas, ray_actor_options, max_*_requests) or `user_config` entries."""
@@ -264,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--requests", type=int, default=400, help="per concurrency level")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="serve the checkpoint's weights at this input side instead (e.g. 224, the "
+        "production size; the demo model is trained at 64)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--baseline-port", type=int, default=8100)
     parser.add_argument("--served-port", type=int, default=8200)
@@ -272,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no checkpoint at {args.checkpoint}: run `make demo` (or pass --checkpoint)")
         return 2
 
+    if args.image_size:
+        args.checkpoint = at_image_size(args.checkpoint, args.image_size, args.out.parent)
     images = make_inputs(ROOT / "artifacts" / "bench" / "inputs")
     report = {
         "machine": machine_description(),

@@ -53,7 +53,7 @@ class IngressConfig:
     request_timeout_s: float = 20.0  # per downstream call; past it the client gets 503
     max_inflight_requests: int = 64  # per ingress replica; above it, fast 503s
     drift_flush_interval_s: float = 0.5  # how often predictions are sent to the DriftMonitor
-    shadow_flush_interval_s: float = 0.1  # how often mirrored images are sent to the Shadow
+    shadow_flush_interval_s: float = 0.5  # how often mirrored images are sent to the Shadow
     model_info_ttl_s: float = 2.0  # how long the primary's model info is trusted
     # Concurrent /predict requests of this replica go down to the Classifier as one handle
     # call: up to this many images, gathered for at most this long (0: whatever is waiting).

@@ -8,7 +8,16 @@ import pytest
 from bench.inputs import make_inputs, multipart_body
 from bench.limit import measure_limit
 from bench.load import run_load
-from bench.serving import benchmark, print_table, ratios, start_baseline, stop, wait_healthy
+from bench.serving import (
+    at_image_size,
+    benchmark,
+    print_table,
+    ratios,
+    start_baseline,
+    stop,
+    wait_healthy,
+)
+from common.checkpoint import load_checkpoint
 from tests.conftest import free_port
 
 pytestmark = [
@@ -69,3 +78,14 @@ def test_load_generator_counts_every_status(served_app, inputs):
     assert result.requests == 4
     assert result.statuses == {401: 4}
     assert result.errors == 4 and result.latencies_ms == []
+
+
+def test_the_same_weights_can_be_measured_at_another_input_side(checkpoints, tmp_path):
+    original, meta = load_checkpoint(checkpoints["primary"])
+    resized = at_image_size(checkpoints["primary"], meta.image_size * 2, tmp_path)
+    model, resized_meta = load_checkpoint(resized)
+    assert resized_meta.image_size == meta.image_size * 2
+    assert resized_meta.version == meta.version
+    weights = original.state_dict()
+    assert all(tensor.equal(weights[name]) for name, tensor in model.state_dict().items())
+    assert at_image_size(resized, resized_meta.image_size, tmp_path) == resized

@@ -1,10 +1,14 @@
 """Classifier logic through its DeploymentHandle (no HTTP)."""
 
+import time
+from pathlib import Path
+
 import pytest
+import ray
 from ray import serve
 
 from common.image import prepare_image
-from tests.conftest import APP_NAME, TEST_IMAGE_SIZE, reconfigured
+from tests.conftest import APP_NAME, TEST_IMAGE_SIZE, deployment, reconfigured
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.serve
@@ -61,3 +65,20 @@ def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, clas
     assert max(p.batch_size for p in predictions) >= 8
     for i, prediction in enumerate(predictions):  # each caller gets its own image's answer
         assert prediction.probability == pytest.approx(singles[i % 8].probability, abs=1e-4)
+
+
+def _classifier_logs() -> str:
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path()) / "serve"
+    return "".join(path.read_text() for path in sorted(logs.glob("replica_*Classifier*.log")))
+
+
+def test_a_new_model_or_batch_size_is_warmed_up_before_traffic(served_app):
+    max_batch_size = deployment(served_app.config, "Classifier")["user_config"]["max_batch_size"]
+    assert f"primary model test-primary warmed up at batch sizes 1-{max_batch_size}" in (
+        _classifier_logs()
+    )
+    with reconfigured(served_app, {"Classifier": {"max_batch_size": 3}}):
+        deadline = time.monotonic() + 30
+        while "warmed up at batch sizes 1-3 " not in _classifier_logs():
+            assert time.monotonic() < deadline, "no warm-up for the new batch size"
+            time.sleep(0.5)
