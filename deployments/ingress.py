@@ -34,7 +34,7 @@ from deployments.errors import ApiError, root_cause
 from deployments.explainer import Explanation
 from deployments.metrics import ingress_metrics, refresh_gauges_forever
 
-__all__ = ["Ingress", "IngressConfig"]
+__all__ = ["GATHER_CONCURRENT_CALLS", "Ingress", "IngressConfig"]
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -42,6 +42,9 @@ T = TypeVar("T")
 _REPLICA_GONE = (RayActorError, ReplicaUnavailableError)  # worth one retry on another replica
 _SERVICE_RETRY_AFTER_S = "2"
 MAX_PENDING_MIRRORS = 256  # images waiting for a slow shadow; older ones are dropped
+# Gathered /predict calls in flight at once per ingress replica (one per Classifier replica and
+# spare); Serve needs max_ongoing_requests >= this x gather_max_images.
+GATHER_CONCURRENT_CALLS = 4
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,9 @@ class Ingress:
         self._after_predictions([image], [prediction], info)
         return prediction, (time.perf_counter() - started) * 1000.0
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0, max_concurrent_batches=4)
+    @serve.batch(
+        max_batch_size=16, batch_wait_timeout_s=0.0, max_concurrent_batches=GATHER_CONCURRENT_CALLS
+    )
     async def _classify_gathered(self, images: list[PreparedImage]) -> list[Prediction]:
         """Single-image requests waiting in this replica, sent as one `predict_many` call: the
         per-call cost of a handle call and of the Classifier's request path is paid per
