@@ -4,15 +4,14 @@ It holds the `DeploymentHandle`s and does the request-level work — prepare, cl
 compare, report health — with timeouts, back-pressure and one retry when a replica dies. The
 HTTP surface (FastAPI routes, middleware, docs, web page) is built per replica by
 `deployments.http_api.build_api(self)` through Serve's late-bound `__serve_build_asgi_app__`.
-Background work — mirroring to the Shadow and feeding the DriftMonitor — runs in tasks detached
-from the request, so it never delays or fails a user's answer.
+Background work — mirroring to the Shadow (`deployments.shadow_mirror`) and feeding the
+DriftMonitor — runs in tasks detached from the request, so it never delays or fails an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from deployments.classifier import ModelInfo, NoModelLoaded, Prediction
 from deployments.errors import ApiError, root_cause
 from deployments.explainer import Explanation
 from deployments.metrics import ingress_metrics, refresh_gauges_forever
+from deployments.shadow_mirror import ShadowMirror
 
 __all__ = ["GATHER_CONCURRENT_CALLS", "Ingress", "IngressConfig"]
 
@@ -41,7 +41,6 @@ T = TypeVar("T")
 
 _REPLICA_GONE = (RayActorError, ReplicaUnavailableError)  # worth one retry on another replica
 _SERVICE_RETRY_AFTER_S = "2"
-MAX_PENDING_MIRRORS = 256  # images waiting for a slow shadow; older ones are dropped
 # Gathered /predict calls in flight at once per ingress replica (one per Classifier replica and
 # spare); Serve needs max_ongoing_requests >= this x gather_max_images.
 GATHER_CONCURRENT_CALLS = 4
@@ -111,7 +110,6 @@ class Ingress:
         self._started = time.monotonic()
         self._info: ModelInfo | None = None
         self._info_at = 0.0
-        self._shadow_cache: tuple[ModelInfo, float] | None = None
         self._drift_info: ModelInfo | None = None
         self._drift = BatchedSender(
             "drift reports",
@@ -119,17 +117,9 @@ class Ingress:
             interval=lambda: self.config.drift_flush_interval_s,
             max_pending=10_000,
         )
-        self._mirror = BatchedSender(
-            "shadow mirror",
-            self._mirror_to_shadow,
-            interval=lambda: self.config.shadow_flush_interval_s,
-            max_pending=MAX_PENDING_MIRRORS,
-            on_drop=self.metrics.shadow_errors.inc,
-        )
+        self._mirror = ShadowMirror(shadow, self.metrics, lambda: self.config)
         self._gauges: asyncio.Task | None = None
         self.inflight_requests = 0  # told by RequestMetricsMiddleware
-        # samples traffic for the shadow, nothing secret
-        self._random = random.Random()  # noqa: S311  # nosec B311
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.config = IngressConfig.from_user_config(user_config)
@@ -273,13 +263,6 @@ class Ingress:
             else {"error": "the drift monitor is not reachable"},
         }
 
-    async def _shadow_info(self) -> ModelInfo:
-        """The Shadow's model info, cached like the primary's (mirroring asks on every request)."""
-        now = time.monotonic()
-        if self._shadow_cache is None or now - self._shadow_cache[1] > self.config.model_info_ttl_s:
-            self._shadow_cache = (await self._model_info(self._shadow), now)
-        return self._shadow_cache[0]
-
     async def _model_info(self, handle: DeploymentHandle) -> ModelInfo:
         return await self._with_timeout(handle.model_info.remote(), 5.0)
 
@@ -368,14 +351,8 @@ class Ingress:
             self.metrics.probability.observe(prediction.probability)
         self._drift_info = info
         self._drift.add([(p.probability, p.prediction) for p in predictions])
-        if mirror and self.config.shadow_fraction > 0:
-            chosen = [
-                (image, prediction)
-                for image, prediction in zip(images, predictions, strict=True)
-                if self._random.random() < self.config.shadow_fraction
-            ]
-            if chosen:
-                self._mirror.add(chosen)
+        if mirror:
+            self._mirror.offer(images, predictions)
 
     async def _report_to_drift_monitor(self, batch: list[tuple[float, str]]) -> None:
         info = self._drift_info
@@ -386,20 +363,3 @@ class Ingress:
                 ),
                 5.0,
             )
-
-    async def _mirror_to_shadow(self, chosen: list[tuple[PreparedImage, Prediction]]) -> None:
-        try:
-            if not (await self._shadow_info()).loaded:
-                return
-            answers: list[Prediction] = await self._with_timeout(
-                self._shadow.predict_many.remote([image for image, _ in chosen]),
-                self.config.shadow_timeout_s,
-            )
-        except Exception:  # a slow, failing or missing shadow only shows in its metrics
-            self.metrics.shadow_errors.inc(len(chosen))
-            return
-        for (_, primary), shadow in zip(chosen, answers, strict=True):
-            agreement = "agree" if primary.prediction == shadow.prediction else "disagree"
-            self.metrics.shadow_comparisons.inc(tags={"agreement": agreement})
-            difference = abs(primary.probability - shadow.probability)
-            self.metrics.shadow_probability_diff.observe(difference)
