@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -94,7 +95,8 @@ class Classifier:
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = ClassifierConfig.from_user_config(user_config)
         previous = self._slot.current
-        changed = await self._slot.load(self._uri_override or config.model_uri)
+        warm_up = functools.partial(self._warm_up, max_batch_size=config.max_batch_size)
+        changed = await self._slot.load(self._uri_override or config.model_uri, prepare=warm_up)
         if self._slot.load_error:
             self._metrics.model_load_failures.inc(tags={"role": self._role})
         if changed:
@@ -103,8 +105,9 @@ class Classifier:
                 self._metrics.model_info.set(
                     0, tags={"role": self._role, "version": previous.meta.version}
                 )
-        if changed or config.max_batch_size != self._config.max_batch_size:
-            await asyncio.to_thread(self._warm_up, config.max_batch_size)
+        current = self._slot.current
+        if not changed and current and config.max_batch_size != self._config.max_batch_size:
+            await asyncio.to_thread(warm_up, current)
         self._config = config
         if self._gauges is None:
             self._gauges = refresh_gauges_forever(self._set_gauges)
@@ -189,13 +192,10 @@ class Classifier:
             x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, device)
             return torch.sigmoid(loaded.model(x).float()).cpu().tolist()
 
-    def _warm_up(self, max_batch_size: int) -> None:
+    def _warm_up(self, loaded: LoadedModel, max_batch_size: int) -> None:
         """One forward pass at every batch size the batcher can form, before traffic meets a
         new model: the first pass at a new input shape picks its kernels (oneDNN, cuDNN) and
         ran 2-7 ms slower on the CPU here, which showed in p99 after a replica restart."""
-        loaded = self._slot.current
-        if loaded is None:
-            return
         started = time.perf_counter()
         size = loaded.meta.image_size
         for batch_size in range(1, max_batch_size + 1):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
@@ -56,8 +57,13 @@ class ModelSlot:
         self.current: LoadedModel | None = None
         self.load_error: str | None = None  # why the last requested checkpoint is not serving
 
-    async def load(self, uri: str | None) -> bool:
-        """Make `uri` the current model (None unloads); True when the model changed."""
+    async def load(
+        self, uri: str | None, prepare: Callable[[LoadedModel], None] | None = None
+    ) -> bool:
+        """Make `uri` the current model (None unloads); True when the model changed.
+
+        `prepare` runs on the new model in the loading thread before the switch (a warm-up):
+        if it fails, the model counts as one that could not be loaded."""
         if uri is None:
             changed, self.current, self.load_error = self.current is not None, None, None
             return changed
@@ -66,6 +72,9 @@ class ModelSlot:
             return False
         try:
             model, meta = await asyncio.to_thread(load_checkpoint, uri, self.device)
+            candidate = LoadedModel(model, meta, uri)
+            if prepare is not None:
+                await asyncio.to_thread(prepare, candidate)
         except Exception as exc:  # any failure: bad file, missing object, storage or MLflow error
             if self.current is None:
                 raise
@@ -75,6 +84,6 @@ class ModelSlot:
                 self.role, uri, self.current.meta.version,
             )  # fmt: skip
             return False
-        self.current, self.load_error = LoadedModel(model, meta, uri), None
+        self.current, self.load_error = candidate, None
         logger.info("%s model %s loaded from %s", self.role, meta.version, uri)
         return True
