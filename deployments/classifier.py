@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from common.config import strict_dataclass
 from common.image import PreparedImage, resize_pixels
@@ -26,7 +27,14 @@ from common.settings import Settings
 from deployments.metrics import classifier_metrics, refresh_gauges_forever
 from deployments.model_slot import LoadedModel, ModelSlot, autocast_dtype, replica_device
 
-__all__ = ["Classifier", "ClassifierConfig", "ModelInfo", "NoModelLoaded", "Prediction"]
+__all__ = [
+    "Classifier",
+    "ClassifierConfig",
+    "ModelInfo",
+    "NoModelLoaded",
+    "Prediction",
+    "fetch_model_info",
+]
 
 logger = logging.getLogger("ray.serve")
 
@@ -69,6 +77,11 @@ class ModelInfo:
     drift_baseline: dict[str, float] | None = None
     device: str = "cpu"
     load_error: str | None = None  # the last model_uri asked for could not be loaded
+
+
+async def fetch_model_info(handle: DeploymentHandle, timeout_s: float = 5.0) -> ModelInfo:
+    """What a Classifier (or Shadow) replica serves; TimeoutError past `timeout_s`."""
+    return await asyncio.wait_for(handle.model_info.remote(), timeout_s)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from common.image import ImageError, ImageLimits, PreparedImage, prepare_image
 from common.rules import confidence_for, label_for
 from common.settings import Settings
 from deployments.background import BatchedSender
-from deployments.classifier import ModelInfo, NoModelLoaded, Prediction
+from deployments.classifier import ModelInfo, NoModelLoaded, Prediction, fetch_model_info
 from deployments.errors import ApiError, root_cause
 from deployments.explainer import Explanation
 from deployments.metrics import ingress_metrics, refresh_gauges_forever
@@ -213,7 +213,7 @@ class Ingress:
         """The primary and the shadow on the same image, both awaited."""
         info = await self.primary_info()
         image = await self._prepare(data, info.image_size)
-        shadow_info = await self._model_info(self._shadow)
+        shadow_info = await fetch_model_info(self._shadow)
         primary_call = self._classify(lambda: self._classifier.remote(image), "compare")
         if not shadow_info.loaded:
             return await primary_call, None, "no shadow model is configured"
@@ -227,7 +227,7 @@ class Ingress:
         """The primary's model info (cached briefly); 503 while no model is loaded."""
         if self._info is None or time.monotonic() - self._info_at > self.config.model_info_ttl_s:
             try:
-                self._info = await self._model_info(self._classifier)
+                self._info = await fetch_model_info(self._classifier)
             except (TimeoutError, *_REPLICA_GONE):
                 raise ApiError(503, "not_ready", "the classifier is not reachable yet",
                                {"Retry-After": _SERVICE_RETRY_AFTER_S}) from None  # fmt: skip
@@ -240,8 +240,8 @@ class Ingress:
     async def health(self) -> dict[str, Any]:
         """Readiness fields of `/health`; `model_loaded` decides 200 or 503."""
         primary, shadow, drift = await asyncio.gather(
-            self._model_info(self._classifier),
-            self._model_info(self._shadow),
+            fetch_model_info(self._classifier),
+            fetch_model_info(self._shadow),
             self._with_timeout(self._drift_monitor.status.remote(), 5.0),
             return_exceptions=True,
         )
@@ -262,9 +262,6 @@ class Ingress:
             if report
             else {"error": "the drift monitor is not reachable"},
         }
-
-    async def _model_info(self, handle: DeploymentHandle) -> ModelInfo:
-        return await self._with_timeout(handle.model_info.remote(), 5.0)
 
     # --- the calls down the graph --------------------------------------------------------------
 

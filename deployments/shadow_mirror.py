@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 
 from common.image import PreparedImage
 from deployments.background import BatchedSender
-from deployments.classifier import ModelInfo, Prediction
+from deployments.classifier import ModelInfo, Prediction, fetch_model_info
 from deployments.metrics import IngressMetrics
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PENDING_MIRRORS", "ShadowMirror"]
 
 MAX_PENDING_MIRRORS = 256  # images waiting for a slow shadow; older ones are dropped
-_MODEL_INFO_TIMEOUT_S = 5.0
 
 
 class ShadowMirror:
@@ -68,8 +67,7 @@ class ShadowMirror:
         """The Shadow's model info, cached for `model_info_ttl_s` (asked once per batch)."""
         now = time.monotonic()
         if self._info is None or now - self._info[1] > self._config().model_info_ttl_s:
-            info = await asyncio.wait_for(self._shadow.model_info.remote(), _MODEL_INFO_TIMEOUT_S)
-            self._info = (info, now)
+            self._info = (await fetch_model_info(self._shadow), now)
         return self._info[0]
 
     async def _send(self, chosen: list[tuple[PreparedImage, Prediction]]) -> None:
