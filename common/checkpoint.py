@@ -137,15 +137,18 @@ def _read_mlflow(uri: str) -> bytes:
 
 
 def _check_safetensors(data: bytes, uri: str) -> None:
+    # The structure decides, not a magic byte: a safetensors header of 0x..80 bytes starts with
+    # 0x80 like a pickle, and one of 0x..4b50 bytes with "PK" like a torch.save zip.
+    header_len = struct.unpack("<Q", data[:8])[0] if len(data) >= 10 else -1
+    if 0 < header_len <= min(_MAX_HEADER_BYTES, len(data) - 8) and data[8:9] == b"{":
+        return
     if data[:2] == b"PK" or data[:1] == b"\x80":
         raise CheckpointError(
             f"{uri} is a pickled (torch.save) checkpoint; only safetensors files are loaded"
         )
     if len(data) < 10:
         raise CheckpointError(f"{uri} is not a safetensors file (too short)")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > min(_MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
-        raise CheckpointError(f"{uri} is not a safetensors file")
+    raise CheckpointError(f"{uri} is not a safetensors file")
 
 
 def _read_meta(data: bytes) -> ModelMeta:

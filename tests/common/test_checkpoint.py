@@ -31,6 +31,26 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path):
     assert not loaded.training
 
 
+@pytest.mark.parametrize("first_bytes", [b"\x80", b"PK"])
+def test_a_header_whose_length_looks_like_a_pickle_still_loads(tmp_path, first_bytes):
+    """The header length is little-endian: 0x..80 bytes starts with the pickle opcode 0x80,
+    0x..4b50 with a zip's "PK". Pad the metadata until the file starts that way."""
+    path = tmp_path / "m.safetensors"
+    model = build_model().eval()
+    modulus = 256 ** len(first_bytes)
+    target = int.from_bytes(first_bytes, "little")
+    pad = 0
+    for _ in range(8):  # safetensors pads its header to 8 bytes: a step or two more at most
+        save_checkpoint(model, _meta(train_config={"pad": "x" * pad}), path)
+        length = int.from_bytes(path.read_bytes()[:8], "little")
+        if length % modulus == target:
+            break
+        pad += (target - length) % modulus
+    assert path.read_bytes().startswith(first_bytes)
+    _, meta = load_checkpoint(path)
+    assert meta.train_config["pad"] == "x" * pad
+
+
 def test_a_directory_uri_means_its_model_safetensors(tmp_path):
     save_checkpoint(build_model(), _meta(), tmp_path / "model.safetensors")
     _, meta = load_checkpoint(tmp_path)
