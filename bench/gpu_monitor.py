@@ -80,7 +80,8 @@ class GpuSampler:
         return self
 
     def _read(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
+        if self._process is None or self._process.stdout is None:
+            return
         for line in self._process.stdout:
             first_gpu = line.strip().split(",")
             try:

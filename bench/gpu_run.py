@@ -92,15 +92,39 @@ def stage_data(args) -> dict:
     manifest = args.data_dir / "demo_manifest.json"
     if manifest.exists():
         return {"data_dir": str(args.data_dir), "built": False}
-    config = DemoConfig(train_per_class=24, test_per_class=32, generator_steps=30) if args.quick else DemoConfig()
     started = time.perf_counter()
+    full = ROOT / "data" / "demo"
+    if args.quick and (full / "demo_manifest.json").exists():
+        return _subset(full, args.data_dir, {"train": 24, "test": 32}) | {
+            "seconds": round(time.perf_counter() - started, 1)
+        }
+    config = (
+        DemoConfig(train_per_class=24, test_per_class=32, generator_steps=30)
+        if args.quick
+        else DemoConfig()
+    )
     build_demo_dataset(args.data_dir, config)
     return {
         "data_dir": str(args.data_dir),
         "built": True,
-        "config": {"train_per_class": config.train_per_class, "test_per_class": config.test_per_class},
+        "config": {
+            "train_per_class": config.train_per_class,
+            "test_per_class": config.test_per_class,
+        },
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _subset(source: Path, dest: Path, per_class: dict[str, int]) -> dict:
+    """The first files of each split and class of an existing demo set (a quick run)."""
+    for split, count in per_class.items():
+        for label in ("REAL", "FAKE"):
+            (dest / split / label).mkdir(parents=True, exist_ok=True)
+            for path in sorted((source / split / label).glob("*.png"))[:count]:
+                shutil.copyfile(path, dest / split / label / path.name)
+    info = {"subset_of": str(source), "per_class": per_class}
+    (dest / "demo_manifest.json").write_text(json.dumps(info) + "\n")
+    return {"data_dir": str(dest), "built": True, **info}
 
 
 def stage_checkpoint(args) -> dict:
@@ -179,7 +203,12 @@ def stage_limit(args) -> dict:
 def stage_served(args) -> dict:
     """The GPU serve config under `hey` at each concurrency with nvidia-smi sampling; then the
     correctness check against the CPU pipeline on the same server (written to correctness.json)."""
-    from bench.correctness import compare, correctness_images, reference_probabilities, served_probabilities
+    from bench.correctness import (
+        compare,
+        correctness_images,
+        reference_probabilities,
+        served_probabilities,
+    )
     from bench.gpu_monitor import GpuSampler
     from bench.serving import benchmark, gpu_serve_changes, start_served, stop, wait_healthy
 
@@ -272,7 +301,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="the run's output folder")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny counts (a CPU rehearsal)")
-    parser.add_argument("--data-dir", type=Path, help="demo set (default: data/demo; quick: OUT/data)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="demo set (default: data/demo; quick: OUT/data)"
+    )
     parser.add_argument("--image-size", type=int, help="default 224 (quick: 64)")
     parser.add_argument("--concurrency", type=int, nargs="+", help=f"default {LOAD_LEVELS}")
     parser.add_argument("--requests", type=int, help="per level (at least 4 x concurrency)")

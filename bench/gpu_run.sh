@@ -67,11 +67,12 @@ if [ -z "$PY" ]; then
     PY=${PYTHON:-python3}
     if compgen -G '.whl/*.whl*' >/dev/null; then
         log "installing the wheels carried in .whl/ into /tmp/ppd-site"
+        mkdir -p /tmp/ppd-joined
         for first in .whl/*.whl.part-aa; do
-            [ -e "$first" ] && cat "${first%.part-aa}".part-* >"/tmp/$(basename "${first%.part-aa}")"
+            [ -e "$first" ] && cat "${first%.part-aa}".part-* >"/tmp/ppd-joined/$(basename "${first%.part-aa}")"
         done
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/ppd-site .whl/*.whl $(ls /tmp/*.whl 2>/dev/null) \
+            --target /tmp/ppd-site .whl/*.whl $(ls /tmp/ppd-joined/*.whl 2>/dev/null) \
             >"$OUT_DIR/install.log" 2>&1 || { log "wheel install failed: $OUT_DIR/install.log"; exit 4; }
         export PYTHONPATH="$PYTHONPATH:/tmp/ppd-site" PATH="/tmp/ppd-site/bin:$PATH"
     else

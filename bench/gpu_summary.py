@@ -23,7 +23,7 @@ def _load(out: Path, name: str) -> dict | None:
 
 
 def _fmt(value, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _level(rows: list[dict] | None, c: int) -> dict | None:
@@ -57,11 +57,12 @@ def summarise(out: Path) -> dict:
     packages = (env or {}).get("packages", {})
     lines = [
         f"**Machine**: {gpu.get('name') or 'no GPU'} ({gpu.get('memory', '?')}), driver "
-        f"{gpu.get('driver', '–')}, CUDA {gpu.get('cuda_driver', '–')} (driver) / "
-        f"{gpu.get('cuda_torch') or '–'} (torch); {machine.get('cores', '?')} cores "
+        f"{gpu.get('driver', '-')}, CUDA {gpu.get('cuda_driver', '-')} (driver) / "
+        f"{gpu.get('cuda_torch') or '-'} (torch); {machine.get('cores', '?')} cores "
         f"({machine.get('cpu', '?')}), {machine.get('memory_gib', '?')} GiB; Python "
-        f"{machine.get('python', '?')}, torch {packages.get('torch')}, timm {packages.get('timm')}, "
-        f"Ray {packages.get('ray')}. Device: {(env or {}).get('device', '?')}"
+        f"{machine.get('python', '?')}, torch {packages.get('torch')}, "
+        f"timm {packages.get('timm')}, Ray {packages.get('ray')}. "
+        f"Device: {(env or {}).get('device', '?')}"
         f"{' (quick rehearsal: tiny counts)' if (env or {}).get('quick') else ''}.",
         "",
     ]
@@ -75,7 +76,9 @@ def summarise(out: Path) -> dict:
     lines += ["| limit part | batch | bf16 images/s | fp32 images/s |", "| --- | --: | --: | --: |"]
     if limit:
         decode = limit["decode"]
-        lines.append(f"| decode on {decode['processes']} cores | | {decode['images_per_s']:.1f} | |")
+        lines.append(
+            f"| decode on {decode['processes']} cores | | {decode['images_per_s']:.1f} | |"
+        )
         forward = limit["forward"]
         for batch in forward.get("fp32") or forward.get("bf16") or {}:
             bf16, fp32 = forward.get("bf16", {}).get(batch), forward.get("fp32", {}).get(batch)
@@ -125,7 +128,7 @@ def summarise(out: Path) -> dict:
     if not correctness:
         lines.append("| not measured | | | | |")
     # training
-    lines += ["", "| training | images/s | × plain loop |", "| --- | --: | --: |"]
+    lines += ["", "| training | images/s | x plain loop |", "| --- | --: | --: |"]
     if training:
         amp = " with AMP" if training["config"].get("amp") else ""
         lines.append(f"| plain PyTorch loop{amp} | {training['plain_loop']:.1f} | 1.00 |")
@@ -137,5 +140,5 @@ def summarise(out: Path) -> dict:
         lines.append("| not measured | | |")
     targets = _targets(limit, baseline, served)
     lines += ["", "| target | result | verdict |", "| --- | --: | --- |"]
-    lines += [f"| {t['target']} | {_fmt(t['ratio'], 2)} × | {t['verdict']} |" for t in targets]
+    lines += [f"| {t['target']} | {_fmt(t['ratio'], 2)} x | {t['verdict']} |" for t in targets]
     return {"targets": targets, "markdown": "\n".join(lines) + "\n"}

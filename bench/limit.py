@@ -134,7 +134,10 @@ def forward_rates(
             rates[precision][batch_size] = round(
                 iterations * batch_size / (time.perf_counter() - started), 2
             )
-            print(f"  forward {precision} batch {batch_size}: {rates[precision][batch_size]}", flush=True)
+            print(
+                f"  forward {precision} batch {batch_size}: {rates[precision][batch_size]}",
+                flush=True,
+            )
     return rates
 
 
@@ -154,7 +157,9 @@ def measure_split_limit(
     the Classifier uses there (bf16 on a recent GPU, fp32 on the CPU)."""
     _, meta = load_checkpoint(checkpoint)
     decode = decode_rate(images, meta.image_size, decode_processes, decode_images)  # before CUDA
-    print(f"  decode on {decode_processes} processes: {decode['images_per_s']} images/s", flush=True)
+    print(
+        f"  decode on {decode_processes} processes: {decode['images_per_s']} images/s", flush=True
+    )
     forward = forward_rates(
         checkpoint, images, device, precisions, batch_sizes, images_per_size, threads
     )

@@ -4,8 +4,9 @@ The plain loop is what a notebook would run: one process, every core as a torch 
 same model, data set, augmentation, optimiser and batch size. Ray Train runs the project's own
 `train_fn_per_worker` through `train.driver.run_training`, once as one worker owning every core
 and once as DDP over one single-thread worker per core; with `--device cuda`, both sides train
-on one GPU with AMP (fp16 autocast and a gradient scaler) and Ray Train runs one GPU worker. Epoch 1 warms up; the figure is the
-mean training images/s of the epochs after it (validation excluded on both sides).
+on one GPU with AMP (fp16 autocast and a gradient scaler) and Ray Train runs one GPU worker.
+Epoch 1 warms up; the figure is the mean training images/s of the epochs after it (validation
+excluded on both sides).
 
     python -m bench.training --help
 """
@@ -147,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     report["ray_train_1_worker"] = round(one, 2)
     report["ratio_1_worker"] = round(one / report["plain_loop"], 3)
     where = "1 GPU" if gpu else f"{cores} CPUs"
-    print(f"Ray Train, 1 worker x {where}: {one:.1f} images/s ({report['ratio_1_worker']:.2f} x plain)")
+    print(
+        f"Ray Train, 1 worker x {where}: {one:.1f} images/s "
+        f"({report['ratio_1_worker']:.2f} x plain)"
+    )
     if ddp is not None:
         report["ray_train_ddp"] = round(ddp, 2)
         report["ratio_ddp"] = round(ddp / report["plain_loop"], 3)
