@@ -81,6 +81,9 @@ def compare(
     flips = int(np.sum(outside & ((ref >= 0.5) != (got >= 0.5))))
     return {
         "images": len(ref),
+        # a model whose p hardly varies (a barely trained one) makes a weak check: say so
+        "reference_p_min": round(float(ref.min()), 6),
+        "reference_p_max": round(float(ref.max()), 6),
         "max_abs_dp": round(float(dp.max()), 6),
         "mean_abs_dp": round(float(dp.mean()), 6),
         "tolerance": tolerance,

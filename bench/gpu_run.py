@@ -3,7 +3,7 @@
     python -m bench.gpu_run STAGE --out DIR [--device cuda|cpu] [--quick]
 
 Stages, in the order the script runs them: `env` (machine, GPU, driver and CUDA versions),
-`data` (the demo set, built when missing), `checkpoint` (one short epoch of the project's Ray
+`data` (the demo set, built when missing), `checkpoint` (three short epochs of the project's Ray
 Train driver at 224 px: a real checkpoint in the serving format), `limit` (decode on the
 Preprocessors' cores, and the batched forward in bf16 and fp32), `served` (the GPU serve
 config under load with GPU utilisation, then the correctness check), `baseline` (the
@@ -54,6 +54,12 @@ def _free_port() -> int:
 
 def _cores() -> int:
     return os.cpu_count() or 1
+
+
+def _threads(args) -> int:
+    """Torch threads of the one-process baseline and plain loop: every core, but one in a
+    quick rehearsal (on a busy machine two spinning OpenMP threads ran 100x slower here)."""
+    return 1 if args.quick else _cores()
 
 
 def _checkpoint(args) -> Path:
@@ -128,7 +134,7 @@ def _subset(source: Path, dest: Path, per_class: dict[str, int]) -> dict:
 
 
 def stage_checkpoint(args) -> dict:
-    """One epoch of `train.driver.run_training` at `--image-size`; its checkpoint (the
+    """A few epochs of `train.driver.run_training` at `--image-size`; its checkpoint (the
     serving format: safetensors weights and metadata naming the architecture) is copied out."""
     import ray
 
@@ -140,7 +146,7 @@ def stage_checkpoint(args) -> dict:
     cfg = TrainConfig(
         data_dir=str(args.data_dir.resolve()),
         image_size=args.image_size,
-        epochs=1,
+        epochs=args.checkpoint_epochs,
         warmup_epochs=0,
         batch_size=args.train_batch_size,
         patience=2,
@@ -168,7 +174,7 @@ def stage_checkpoint(args) -> dict:
         "architecture": meta.architecture,
         "image_size": meta.image_size,
         "version": meta.version,
-        "epochs": 1,
+        "epochs": args.checkpoint_epochs,
         "train_images_per_s": round(float(metrics.get("images_per_s", 0.0)), 2),
         "val_accuracy": metrics.get("val_accuracy"),
         "seconds": round(time.perf_counter() - started, 1),
@@ -248,7 +254,7 @@ def stage_baseline(args) -> dict:
     from bench.serving import benchmark, start_baseline, stop, wait_healthy
 
     port = _free_port()
-    process = start_baseline(_checkpoint(args), port, args.device)
+    process = start_baseline(_checkpoint(args), port, args.device, _threads(args))
     try:
         wait_healthy(f"http://127.0.0.1:{port}", process)
         with GpuSampler() as gpu:
@@ -267,7 +273,7 @@ def stage_training(args) -> dict:
     argv = [
         "--data-dir", str(args.data_dir), "--image-size", str(args.image_size),
         "--epochs", "2" if args.quick else "3", "--batch-size", str(args.train_batch_size),
-        "--device", args.device, "--out", str(out), "--no-ddp",
+        "--device", args.device, "--out", str(out), "--no-ddp", "--threads", str(_threads(args)),
     ]  # fmt: skip
     if training.main(argv) != 0:
         raise SystemExit("bench.training failed")
@@ -309,6 +315,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, help="per level (at least 4 x concurrency)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help=f"default {BATCH_SIZES}")
     parser.add_argument("--train-batch-size", type=int, help="default 64 (quick: 16)")
+    parser.add_argument(
+        "--checkpoint-epochs",
+        type=int,
+        help="default 3 (quick: 1): enough for probabilities that vary from image to image, "
+        "so that the correctness check has something to compare",
+    )
     return parser
 
 
@@ -324,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args.batch_sizes = args.batch_sizes or ([1, 8] if args.quick else list(BATCH_SIZES))
     args.train_batch_size = args.train_batch_size or (16 if args.quick else 64)
     args.image_size = args.image_size or (64 if args.quick else 224)
+    args.checkpoint_epochs = args.checkpoint_epochs or (1 if args.quick else 3)
     if args.device == "cuda" and args.stage not in ("env", "data", "summary"):
         import torch
 

@@ -71,8 +71,12 @@ if [ -z "$PY" ]; then
         for first in .whl/*.whl.part-aa; do
             [ -e "$first" ] && cat "${first%.part-aa}".part-* >"/tmp/ppd-joined/$(basename "${first%.part-aa}")"
         done
+        shopt -s nullglob
+        wheels=(.whl/*.whl)
+        wheels+=(/tmp/ppd-joined/*.whl)
+        shopt -u nullglob
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/ppd-site .whl/*.whl $(ls /tmp/ppd-joined/*.whl 2>/dev/null) \
+            --target /tmp/ppd-site "${wheels[@]}" \
             >"$OUT_DIR/install.log" 2>&1 || { log "wheel install failed: $OUT_DIR/install.log"; exit 4; }
         export PYTHONPATH="$PYTHONPATH:/tmp/ppd-site" PATH="/tmp/ppd-site/bin:$PATH"
     else

@@ -68,8 +68,9 @@ def summarise(out: Path) -> dict:
     ]
     if checkpoint:
         lines += [
-            f"Checkpoint: {checkpoint['architecture']} at {checkpoint['image_size']} px, one epoch "
-            f"of the Ray Train driver on the demo set ({checkpoint['seconds']} s).",
+            f"Checkpoint: {checkpoint['architecture']} at {checkpoint['image_size']} px, "
+            f"{checkpoint['epochs']} epoch(s) of the Ray Train driver on the demo set "
+            f"({checkpoint['seconds']} s, validation accuracy {checkpoint['val_accuracy']}).",
             "",
         ]
     # limit
@@ -77,7 +78,8 @@ def summarise(out: Path) -> dict:
     if limit:
         decode = limit["decode"]
         lines.append(
-            f"| decode on {decode['processes']} cores | | {decode['images_per_s']:.1f} | |"
+            f"| decode, {decode['processes']} processes (CPU) | | {decode['images_per_s']:.1f} | "
+            f"{decode['images_per_s']:.1f} |"
         )
         forward = limit["forward"]
         for batch in forward.get("fp32") or forward.get("bf16") or {}:
@@ -127,6 +129,10 @@ def summarise(out: Path) -> dict:
             )
     if not correctness:
         lines.append("| not measured | | | | |")
+    else:
+        check = correctness["served"]
+        low, high = check.get("reference_p_min"), check.get("reference_p_max")
+        lines += ["", f"Reference p from {_fmt(low, 4)} to {_fmt(high, 4)} (narrow: a weak check)."]
     # training
     lines += ["", "| training | images/s | x plain loop |", "| --- | --: | --: |"]
     if training:

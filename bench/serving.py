@@ -118,7 +118,9 @@ def stop(process: subprocess.Popen) -> None:
             continue
 
 
-def start_baseline(checkpoint: Path, port: int, device: str = "cpu") -> subprocess.Popen:
+def start_baseline(
+    checkpoint: Path, port: int, device: str = "cpu", threads: int | None = None
+) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -128,7 +130,7 @@ def start_baseline(checkpoint: Path, port: int, device: str = "cpu") -> subproce
         "--port",
         str(port),
         "--threads",
-        str(os.cpu_count() or 1),
+        str(threads or os.cpu_count() or 1),
         "--device",
         device,
     ]

@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         help="cuda: both sides on one GPU with AMP, Ray Train as one GPU worker (no DDP)",
     )
     parser.add_argument("--no-ddp", action="store_true", help="skip the DDP layout on the CPU")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of the plain loop and CPUs of the one Ray Train worker on the CPU "
+        "(default: every core)",
+    )
     args = parser.parse_args(argv)
     if not (args.data_dir / "train").is_dir():
         print(f"no data set at {args.data_dir}: run `make demo` (or pass --data-dir)")
@@ -132,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             "amp": cfg.amp and gpu,
         },
     }
-    plain = plain_loop_images_per_s(cfg, args.epochs, cores, args.device)
+    threads = args.threads or cores
+    plain = plain_loop_images_per_s(cfg, args.epochs, threads, args.device)
     report["plain_loop"] = round(plain, 2)
     print(f"plain PyTorch loop on {args.device}: {report['plain_loop']} images/s", flush=True)
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     try:
         one = ray_train_images_per_s(
-            replace(cfg), num_workers=1, cpus_per_worker=cores - 1 if gpu else cores, use_gpu=gpu
+            replace(cfg), num_workers=1, cpus_per_worker=cores - 1 if gpu else threads, use_gpu=gpu
         )
         ddp = None
         if not (gpu or args.no_ddp):
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     report["ray_train_1_worker"] = round(one, 2)
     report["ratio_1_worker"] = round(one / report["plain_loop"], 3)
-    where = "1 GPU" if gpu else f"{cores} CPUs"
+    where = "1 GPU" if gpu else f"{threads} CPUs"
     print(
         f"Ray Train, 1 worker x {where}: {one:.1f} images/s "
         f"({report['ratio_1_worker']:.2f} x plain)"
