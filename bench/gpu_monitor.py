@@ -70,7 +70,7 @@ class GpuSampler:
         if smi is not None:
             command = [smi, f"--query-gpu={_QUERY}", "--format=csv,noheader,nounits"]
             self._process = subprocess.Popen(  # nosec B603
-                [*command, f"-lms={self.interval_ms}"],
+                [*command, f"--loop-ms={self.interval_ms}"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,

@@ -99,11 +99,12 @@ command -v hey >/dev/null || log "no hey: the load stages will fail (apt-get ins
 log "python: $PY ($("$PY" -c 'import sys; print(sys.version.split()[0])')), device $DEVICE, budget ${BUDGET_S}s"
 
 # --- stages ----------------------------------------------------------------------------------
-# stage NAME CAP_S: python -m bench.gpu_run NAME, for at most CAP_S s and never past the
+# stage NAME CAP_S: python -m bench.gpu_run NAME, for at most CAP_S s (scaled by BUDGET_S/480:
+# a slow machine's rehearsal gets --budget-s 900 and longer stages) and never past the
 # deadline; RESERVE_S (the summary's time and the 20 s that `timeout -k` may add) is kept back.
 RESERVE_S=40
 stage() {
-    local name=$1 cap=$2 left t0 rc
+    local name=$1 cap=$(($2 * BUDGET_S / 480)) left t0 rc  # caps grow with a larger budget
     left=$((DEADLINE - $(date +%s) - RESERVE_S))
     [ "$name" = summary ] && left=$((left + RESERVE_S - 20))
     [ "$left" -lt "$cap" ] && cap=$left
