@@ -200,7 +200,7 @@ def stage_limit(args) -> dict:
         batch_sizes=tuple(args.batch_sizes),
         decode_images=64 if args.quick else 2048,
         images_per_size=16 if args.quick else 1024,
-        threads=1 if args.device == "cuda" else _cores(),
+        threads=1 if args.device == "cuda" else _threads(args),
     )
     report["preprocessor_cores"] = decode_cores
     return report
