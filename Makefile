@@ -69,6 +69,14 @@ bench: $(DEMO_MODEL) | $(VENV)/.installed-dev
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.training
 
+# The GPU figures (docs/performance.md, "GPU run"): everything in at most 8 minutes on one
+# machine with an NVIDIA GPU; GPU_RUN_ARGS="--device cpu --quick" rehearses it on a CPU.
+GPU_RUN_OUT ?= artifacts/gpu_run
+GPU_RUN_ARGS ?= --device cuda
+.PHONY: bench-gpu
+bench-gpu:
+	bench/gpu_run.sh $(GPU_RUN_ARGS) $(GPU_RUN_OUT)
+
 resilience: $(DEMO_MODEL) | $(VENV)/.installed-dev
 	@command -v hey >/dev/null || { echo "resilience needs hey: apt-get install hey"; exit 2; }
 	$(BIN)/python -m bench.resilience

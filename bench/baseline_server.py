@@ -1,5 +1,5 @@
 """The "before" service: one FastAPI + uvicorn process running the same model one request at a
-time (the handler blocks its event loop, as the original service's did).
+time (the handler blocks its event loop, as the original service's did), on the CPU or a GPU.
 
     python -m bench.baseline_server --checkpoint artifacts/demo/model.safetensors --port 8100
 """
@@ -18,13 +18,17 @@ from common.checkpoint import load_checkpoint
 from common.image import ImageError, prepare_image
 from common.model import to_model_input
 from common.rules import confidence_for, label_for
+from deployments.model_slot import autocast_dtype
 
 __all__ = ["create_app"]
 
 
-def create_app(checkpoint: str, threads: int) -> FastAPI:
+def create_app(checkpoint: str, threads: int, device: str = "cpu") -> FastAPI:
+    """On a GPU the model runs in the precision the served Classifier uses there, so the
+    two compare serving, not arithmetic."""
     torch.set_num_threads(threads)
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, device)
+    dtype = autocast_dtype(torch.device(device))
     app = FastAPI(title="baseline")
 
     @app.post("/predict")
@@ -34,9 +38,9 @@ def create_app(checkpoint: str, threads: int) -> FastAPI:
             pixels = prepare_image(await file.read(), meta.image_size).pixels
         except ImageError as exc:
             return JSONResponse({"error": exc.kind, "detail": str(exc)}, exc.status_code)
-        with torch.inference_mode():
-            x = to_model_input(torch.from_numpy(pixels)[None], meta.mean, meta.std, "cpu")
-            p = float(torch.sigmoid(model(x))[0])
+        with torch.inference_mode(), torch.autocast(device, dtype, enabled=dtype is not None):
+            x = to_model_input(torch.from_numpy(pixels)[None], meta.mean, meta.std, device)
+            p = float(torch.sigmoid(model(x).float())[0])
         return JSONResponse(
             {
                 "prediction": label_for(p, meta.threshold),
@@ -60,9 +64,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the cores)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     uvicorn.run(
-        create_app(args.checkpoint, args.threads),
+        create_app(args.checkpoint, args.threads, args.device),
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -28,12 +28,21 @@ import ray
 import torch
 import yaml
 
+from bench.gpu_monitor import GpuSampler
 from bench.inputs import make_inputs
 from bench.limit import measure_limit
 from bench.load import run_load
 from common.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["benchmark", "machine_description", "main", "start_baseline", "start_served"]
+__all__ = [
+    "benchmark",
+    "gpu_serve_changes",
+    "machine_description",
+    "main",
+    "preprocessor_cores",
+    "start_baseline",
+    "start_served",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = ROOT / "artifacts" / "demo" / "model.safetensors"
@@ -109,7 +118,9 @@ def stop(process: subprocess.Popen) -> None:
             continue
 
 
-def start_baseline(checkpoint: Path, port: int) -> subprocess.Popen:
+def start_baseline(
+    checkpoint: Path, port: int, device: str = "cpu", threads: int | None = None
+) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -119,7 +130,9 @@ def start_baseline(checkpoint: Path, port: int) -> subprocess.Popen:
         "--port",
         str(port),
         "--threads",
-        str(os.cpu_count() or 1),
+        str(threads or os.cpu_count() or 1),
+        "--device",
+        device,
     ]
     return subprocess.Popen(command, cwd=ROOT, preexec_fn=interruptible)  # nosec B603
 
@@ -132,7 +145,7 @@ _DEPLOYMENT_OPTIONS = (
 )
 
 # --device cuda: one GPU Classifier with big batches, decoding spread over CPU replicas so the
-# GPU is the bottleneck (the machine's cores, less two for the Classifier and the proxy).
+# GPU is the bottleneck (the machine's cores, less the Classifier's and the other deployments').
 GPU_CHANGES = {
     "Classifier": {
         "num_replicas": 1,
@@ -150,6 +163,35 @@ GPU_CHANGES = {
     },
     "Preprocessor": {"ray_actor_options": {"num_cpus": 1}, "max_ongoing_requests": 32},
 }
+
+
+def gpu_serve_changes(cores: int, device: str = "cuda") -> dict[str, dict]:
+    """GPU_CHANGES with as many one-core Preprocessor replicas as the cores left over hold
+    (Ray must place every replica: the other deployments keep their serve_config CPUs).
+
+    With `device="cpu"` the same graph shape runs without a GPU (Classifier on one core, one
+    Preprocessor on half a core) so that a CPU run checks the GPU config's code paths."""
+    changes = copy.deepcopy(GPU_CHANGES)
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    others = sum(
+        d.get("num_replicas", 1) * d.get("ray_actor_options", {}).get("num_cpus", 1)
+        for d in config["applications"][0]["deployments"]
+        if d["name"] not in ("Classifier", "Preprocessor")
+    )
+    if device == "cpu":  # and batches a CPU warms up in seconds (it runs every size 1-max)
+        changes["Classifier"] |= {"ray_actor_options": {"num_cpus": 0.5}, "max_batch_size": 8}
+        changes["Ingress"]["gather_max_images"] = 8
+        changes["Preprocessor"] |= {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5}}
+        return changes
+    classifier = changes["Classifier"]["ray_actor_options"]["num_cpus"]
+    changes["Preprocessor"]["num_replicas"] = max(1, int(cores - classifier - others))
+    return changes
+
+
+def preprocessor_cores(changes: dict[str, dict]) -> float:
+    """The CPUs a serve config change gives the Preprocessor replicas together."""
+    pre = changes["Preprocessor"]
+    return pre.get("num_replicas", 1) * pre["ray_actor_options"]["num_cpus"]
 
 
 def at_image_size(checkpoint: Path, image_size: int, out_dir: Path) -> Path:
@@ -177,7 +219,11 @@ def with_changes(config: dict, changes: dict[str, dict]) -> dict:
 
 
 def start_served(
-    checkpoint: Path, port: int, config_changes: dict | None = None, env: dict | None = None
+    checkpoint: Path,
+    port: int,
+    config_changes: dict | None = None,
+    env: dict | None = None,
+    log: Path | None = None,
 ) -> tuple[subprocess.Popen, Path]:
     """`serve run` of serve_config.yaml on `port`, rate limit off, the checkpoint as MODEL_URI."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
@@ -186,7 +232,8 @@ def start_served(
     handle, path = tempfile.mkstemp(suffix=".yaml", prefix="serve_bench_")
     os.close(handle)
     Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
-    serve = Path(sys.executable).with_name("serve")
+    serve = Path(sys.executable).with_name("serve")  # beside the interpreter, else the PATH's
+    serve = serve if serve.exists() else Path(shutil.which("serve") or serve)
     environment = {
         **os.environ,
         **serving_env(Path(tempfile.mkdtemp(prefix="haproxy-bench-"))),
@@ -195,7 +242,7 @@ def start_served(
         "REQUIRE_AUTH": "false",
         **(env or {}),
     }
-    log = ROOT / "artifacts" / "bench" / "serving_serve_run.log"
+    log = log or ROOT / "artifacts" / "bench" / "serving_serve_run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -215,14 +262,20 @@ def benchmark(
     concurrencies: list[int],
     requests: int,
     headers: dict[str, str] | None = None,
+    gpu: GpuSampler | None = None,
 ) -> list[dict]:
+    """One row per concurrency (after a warm-up); with `gpu`, each row has the GPU's
+    utilisation while that level ran."""
     run_load(f"{url}/predict", images, concurrency=2, requests=20, headers=headers)  # warm-up
     rows = []
     for concurrency in concurrencies:
+        started = time.monotonic()
         result = run_load(
             f"{url}/predict", images, concurrency, max(requests, concurrency * 4), headers=headers
         )
         rows.append(result.summary())
+        if gpu is not None:
+            rows[-1]["gpu"] = gpu.window(started, time.monotonic())
         print(f"  c={concurrency:<3} {rows[-1]}", flush=True)
     return rows
 
@@ -307,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {report['limit']}", flush=True)
 
     print("baseline: one FastAPI process, one request at a time", flush=True)
-    baseline = start_baseline(args.checkpoint, args.baseline_port)
+    baseline = start_baseline(args.checkpoint, args.baseline_port, args.device)
     try:
         wait_healthy(f"http://127.0.0.1:{args.baseline_port}", baseline)
         report["baseline"] = benchmark(
@@ -317,11 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         stop(baseline)
 
     print("served: Ray Serve application from serve_config.yaml", flush=True)
-    changes = {}
-    if args.device == "cuda":
-        cores = os.cpu_count() or 2
-        changes = copy.deepcopy(GPU_CHANGES)
-        changes["Preprocessor"]["num_replicas"] = max(1, cores - 2)
+    changes = gpu_serve_changes(os.cpu_count() or 2) if args.device == "cuda" else {}
     served, config_path = start_served(args.checkpoint, args.served_port, changes)
     try:
         wait_healthy(f"http://127.0.0.1:{args.served_port}", served)
