@@ -150,6 +150,10 @@ def stage_checkpoint(args) -> dict:
         warmup_epochs=0,
         batch_size=args.train_batch_size,
         patience=2,
+        # EfficientNet-B0 as production serves it; no hub on the GPU machine, and speed does
+        # not depend on where the weights started
+        architecture="efficientnet_b0",
+        pretrained="none",
     )
     started = time.perf_counter()
     ray.init(num_cpus=_cores(), include_dashboard=False, log_to_driver=False)

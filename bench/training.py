@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3, help="the first one is a warm-up")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--architecture", default=TrainConfig.architecture, help="a timm model")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench" / "training.json")
     parser.add_argument(
         "--device",
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         patience=args.epochs + 1,
+        architecture=args.architecture,
+        pretrained="none",  # throughput does not depend on where the weights started
     )
 
     gpu = args.device == "cuda"
