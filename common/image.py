@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,26 +136,12 @@ def prepare_frames(
     """Bytes in, model-ready uint8 pixels of every picture to judge out: one for a still image
     or a multi-picture JPEG, up to `limits.judged_frames` for an animation. The whole serving
     preprocessing."""
-    image, fmt, frames = _open(data, limits)
-    upright_size = _upright_size(image)
-    if fmt == "JPEG":
-        image.draft(None, _draft_target(image.size, size))
-    return [
-        PreparedImage(resize_for_model(picture, size), *upright_size, fmt, len(data), index)
-        for index, picture in _pictures(
-            image, fmt, judged_frame_indices(frames, limits.judged_frames)
-        )
-    ]
+    return _prepare(data, size, limits, first_only=False)
 
 
 def prepare_image(data: bytes, size: int, limits: ImageLimits = ImageLimits()) -> PreparedImage:
     """The first picture of `prepare_frames` (the only one of a still image)."""
-    image, fmt, _ = _open(data, limits)
-    upright_size = _upright_size(image)
-    if fmt == "JPEG":
-        image.draft(None, _draft_target(image.size, size))
-    picture = next(_pictures(image, fmt, [0]))[1]
-    return PreparedImage(resize_for_model(picture, size), *upright_size, fmt, len(data))
+    return _prepare(data, size, limits, first_only=True)[0]
 
 
 def judged_frame_indices(frames: int, judged_frames: int) -> list[int]:
@@ -164,6 +151,18 @@ def judged_frame_indices(frames: int, judged_frames: int) -> list[int]:
     if judged <= 1:
         return [0]
     return [i * (frames - 1) // (judged - 1) for i in range(judged)]
+
+
+def _prepare(data: bytes, size: int, limits: ImageLimits, first_only: bool) -> list[PreparedImage]:
+    image, fmt, frames = _open(data, limits)
+    width, height = _upright_size(image)
+    if fmt == "JPEG":
+        image.draft(None, _draft_target(image.size, size))
+    indices = [0] if first_only else judged_frame_indices(frames, limits.judged_frames)
+    return [
+        PreparedImage(resize_for_model(picture, size), width, height, fmt, len(data), index)
+        for index, picture in _pictures(image, fmt, indices)
+    ]
 
 
 def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, int]:
@@ -197,7 +196,9 @@ def _verify_png(data: bytes) -> None:
         raise CorruptImage(f"the PNG file is truncated or damaged: {exc}") from None
 
 
-def _pictures(image: Image.Image, fmt: str, indices: list[int]):
+def _pictures(
+    image: Image.Image, fmt: str, indices: list[int]
+) -> Iterator[tuple[int, Image.Image]]:
     """(index, upright RGB picture) for each frame index, in increasing order."""
     for index in indices:
         try:

@@ -14,6 +14,7 @@ from common.checkpoint import load_checkpoint
 from common.image import prepare_image
 from common.model import to_model_input
 from common.rules import confidence_for, label_for
+from tests.conftest import reconfigured
 from tests.images import animation, crop, encode, image_bytes, mpo
 
 pytestmark = pytest.mark.serve
@@ -307,3 +308,29 @@ def test_compare_takes_each_models_most_generated_frame(client, checkpoints):
     for role, name in (("primary", "primary"), ("shadow", "other")):
         alone = [bare_probability(checkpoints[name], encode(f, "PNG")) for f in frames]
         assert body[role]["probability"] == pytest.approx(max(alone), abs=TOLERANCE), role
+
+
+def test_the_preprocessor_deployment_judges_frames_and_the_explainer_keeps_the_limits(
+    served_app, client, checkpoints
+):
+    """The GKE path (`preprocess_in_ingress: false`, k8s/serve-overlay.yaml) gives the same
+    answers, and the Explainer decodes under the Ingress's limits, not its own defaults."""
+    frames, alone = _frames_with_the_top_one_inside(checkpoints["primary"], 3, top_at=1)
+    data = animation(frames, "WEBP")
+    wide = encode(crop(0, size=(300, 40)).resize((12_000, 40)), "PNG")  # over the default side
+    with reconfigured(served_app, {"Ingress": {"preprocess_in_ingress": False,
+                                               "max_side": 12_000}}):  # fmt: skip
+        response = client.post("/predict", files={"file": ("a.webp", data)})
+        assert response.status_code == 200, response.text
+        assert response.json()["frames"] == 3
+        assert response.json()["probability"] == pytest.approx(max(alone), abs=TOLERANCE)
+
+        cut = client.post("/predict", files={"file": ("a.webp", data[: len(data) // 2])})
+        assert (cut.status_code, cut.json()["error"]) == (400, "corrupt")
+        many = animation([crop(i % 4, size=(16, 16)) for i in range(101)], "PNG")
+        refused = client.post("/predict", files={"file": ("a.png", many)})
+        assert (refused.status_code, refused.json()["error"]) == (413, "too_large")
+
+        explained = client.post("/predict/explain", files={"file": ("wide.png", wide)})
+        assert explained.status_code == 200, explained.text
+    assert client.post("/predict/explain", files={"file": ("w.png", wide)}).status_code == 413
