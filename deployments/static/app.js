@@ -108,7 +108,7 @@ function percentFor(body) {
 }
 
 function framesNote(frames) {
-  return frames > 1 ? `${frames} frames judged; the answer is the frame most likely AI-generated` : "";
+  return frames > 1 ? `${frames} frames judged; the answer and the heat map are for the frame most likely AI-generated` : "";
 }
 
 function showResult(body) {

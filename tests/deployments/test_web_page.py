@@ -119,6 +119,8 @@ def test_animations_and_multi_picture_jpegs_reach_the_server_unchanged(
         assert f"{frames} frames" in page.text_content("#history li")
     else:
         assert page.is_hidden("#frames")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"web_page_{name.replace('.', '_')}.png"))
 
 
 def test_an_animation_over_the_upload_limit_is_not_sent_as_one_frame(
