@@ -2,13 +2,18 @@
 
 Serving (the Preprocessor), training, evaluation and the demo data set all go through these
 functions; training only adds augmentation on top of `resize_for_model`. Formats are recognised
-by their leading bytes, and sizes are checked from the header before any pixel is decoded.
+by their leading bytes, and sizes, frame counts and the pixels to decode are checked from the
+header before any pixel is decoded. A multi-picture JPEG (MPO) is its primary picture; an
+animated PNG or WebP gives up to `ImageLimits.judged_frames` frames, sampled evenly.
+Truncated or damaged data is refused (`CorruptImage`), never decoded in part.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +29,8 @@ __all__ = [
     "PreparedImage",
     "UnsupportedImageFormat",
     "decode_image",
+    "judged_frame_indices",
+    "prepare_frames",
     "prepare_image",
     "resize_for_model",
     "resize_pixels",
@@ -34,6 +41,7 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
 _RESAMPLE = Image.Resampling.BILINEAR
 _ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels become white, as on a product page
 _SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)  # Pillow's "cannot read"
 
 
 class ImageError(ValueError):
@@ -68,7 +76,12 @@ class ImageLimits:
     max_bytes: int = 10 * 1024 * 1024  # one file, bytes
     min_side: int = 16  # px
     max_side: int = 10_000  # px
-    max_pixels: int = 40_000_000  # decoded pixels (decompression-bomb guard)
+    # Pixels decoded for one upload (decompression-bomb guard): width x height for a still
+    # image, frames x width x height for an animation (reaching frame k decodes every frame
+    # before it, so judging the last frame decodes them all).
+    max_pixels: int = 40_000_000
+    max_frames: int = 100  # frames an animated PNG/WebP may hold (from its header)
+    judged_frames: int = 8  # frames of an animation judged, evenly spaced, first and last in
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,7 @@ class PreparedImage:
     height: int
     format: str
     num_bytes: int
+    frame: int = 0  # index of this picture in the file: 0 for a still image, MPO or first frame
 
 
 def sniff_format(data: bytes) -> str:
@@ -94,14 +108,20 @@ def sniff_format(data: bytes) -> str:
 
 
 def decode_image(
-    data: bytes, limits: ImageLimits = ImageLimits(), draft_size: int | None = None
+    data: bytes, limits: ImageLimits = ImageLimits(), draft_size: int | None = None, frame: int = 0
 ) -> Image.Image:
-    """Check and decode an upload into an upright RGB image.
+    """Check and decode an upload into an upright RGB image: a still image, the primary picture
+    of a multi-picture JPEG, or frame `frame` of an animation.
 
     `draft_size` lets JPEG decoding downscale cheaply (by 1/2, 1/4, 1/8) while keeping the
     short side at least that large.
     """
-    return _decode(data, limits, draft_size)[0]
+    image, fmt, frames = _open(data, limits)
+    if not 0 <= frame < frames:
+        raise ValueError(f"frame {frame} is not in an image of {frames} frame(s)")
+    if draft_size and fmt == "JPEG":
+        image.draft(None, _draft_target(image.size, draft_size))
+    return next(_pictures(image, fmt, [frame]))[1]
 
 
 def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
@@ -110,16 +130,44 @@ def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1))
 
 
+def prepare_frames(
+    data: bytes, size: int, limits: ImageLimits = ImageLimits()
+) -> list[PreparedImage]:
+    """Bytes in, model-ready uint8 pixels of every picture to judge out: one for a still image
+    or a multi-picture JPEG, up to `limits.judged_frames` for an animation. The whole serving
+    preprocessing."""
+    return _prepare(data, size, limits, first_only=False)
+
+
 def prepare_image(data: bytes, size: int, limits: ImageLimits = ImageLimits()) -> PreparedImage:
-    """Bytes in, model-ready uint8 pixels out: the whole serving preprocessing."""
-    image, fmt, (width, height) = _decode(data, limits, draft_size=size)
-    return PreparedImage(resize_for_model(image, size), width, height, fmt, len(data))
+    """The first picture of `prepare_frames` (the only one of a still image)."""
+    return _prepare(data, size, limits, first_only=True)[0]
 
 
-def _decode(
-    data: bytes, limits: ImageLimits, draft_size: int | None
-) -> tuple[Image.Image, str, tuple[int, int]]:
-    """The decoded upright RGB image, its format, and the upload's upright (width, height)."""
+def judged_frame_indices(frames: int, judged_frames: int) -> list[int]:
+    """Which frames of an animation are judged: all when there are at most `judged_frames`,
+    else that many evenly spaced, the first and the last included."""
+    judged = min(frames, judged_frames)
+    if judged <= 1:
+        return [0]
+    return [i * (frames - 1) // (judged - 1) for i in range(judged)]
+
+
+def _prepare(data: bytes, size: int, limits: ImageLimits, first_only: bool) -> list[PreparedImage]:
+    image, fmt, frames = _open(data, limits)
+    width, height = _upright_size(image)
+    if fmt == "JPEG":
+        image.draft(None, _draft_target(image.size, size))
+    indices = [0] if first_only else judged_frame_indices(frames, limits.judged_frames)
+    return [
+        PreparedImage(resize_for_model(picture, size), width, height, fmt, len(data), index)
+        for index, picture in _pictures(image, fmt, indices)
+    ]
+
+
+def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, int]:
+    """The opened (not yet decoded) image, its format and its number of frames, once the
+    header has passed every limit and a PNG's chunks are whole."""
     if not data:
         raise CorruptImage("the file is empty")
     if len(data) > limits.max_bytes:
@@ -129,26 +177,45 @@ def _decode(
         image = Image.open(io.BytesIO(data), formats=[fmt])
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (UnidentifiedImageError, *_READ_ERRORS) as exc:
         raise CorruptImage(f"the {fmt} file cannot be read: {exc}") from None
-    _check_dimensions(image.size, limits)
-    if getattr(image, "n_frames", 1) > 1:
-        raise UnsupportedImageFormat("animated images are not supported: send a single frame")
-    upright_size = _upright_size(image)
-    if draft_size and fmt == "JPEG":
-        image.draft(None, _draft_target(image.size, draft_size))
+    # A JPEG's extra pictures (MPO: HDR gain map, preview) are never read: the primary is judged.
+    frames = 1 if fmt == "JPEG" else getattr(image, "n_frames", 1)
+    _check_dimensions(image.size, frames, limits)
+    if fmt == "PNG":
+        _verify_png(data)
+    return image, fmt, frames
+
+
+def _verify_png(data: bytes) -> None:
+    """Every chunk from the image data to IEND present with a good CRC: Pillow alone decodes a
+    PNG cut short after its pixel data, or damaged in a later frame's, without complaint."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageTooLarge(str(exc)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImage(f"the {fmt} file is damaged: {exc}") from None
-    return _to_rgb(_upright(image)), fmt, upright_size
+        Image.open(io.BytesIO(data), formats=["PNG"]).verify()
+    except _READ_ERRORS as exc:
+        raise CorruptImage(f"the PNG file is truncated or damaged: {exc}") from None
 
 
-def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
+def _pictures(
+    image: Image.Image, fmt: str, indices: list[int]
+) -> Iterator[tuple[int, Image.Image]]:
+    """(index, upright RGB picture) for each frame index, in increasing order."""
+    for index in indices:
+        try:
+            if index:
+                image.seek(index)  # decodes (composites) every frame up to this one
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image.load()
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise ImageTooLarge(str(exc)) from None
+        except _READ_ERRORS as exc:
+            where = f"frame {index} of the {fmt} file" if index else f"the {fmt} file"
+            raise CorruptImage(f"{where} is truncated or damaged: {exc}") from None
+        yield index, _to_rgb(_upright(image))
+
+
+def _check_dimensions(size: tuple[int, int], frames: int, limits: ImageLimits) -> None:
     width, height = size
     if min(width, height) < limits.min_side:
         raise ImageTooSmall(
@@ -158,10 +225,15 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
         raise ImageTooLarge(
             f"the image is {width}x{height} px; each side must be at most {limits.max_side} px"
         )
-    if width * height > limits.max_pixels:
-        raise ImageTooLarge(
-            f"the image has {width * height} pixels; the limit is {limits.max_pixels}"
-        )
+    if frames > limits.max_frames:
+        raise ImageTooLarge(f"the animation has {frames} frames; the limit is {limits.max_frames}")
+    pixels = frames * width * height
+    if pixels > limits.max_pixels:
+        if frames > 1:
+            what = f"the animation has {frames} frames of {width}x{height} px, {pixels} pixels"
+        else:
+            what = f"the image has {pixels} pixels"
+        raise ImageTooLarge(f"{what} to decode; the limit is {limits.max_pixels}")
 
 
 def _draft_target(size: tuple[int, int], draft_size: int) -> tuple[int, int]:

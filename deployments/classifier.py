@@ -92,6 +92,7 @@ class Prediction:
     model_version: str
     model_ms: float  # forward time of the batch this image rode in
     batch_size: int
+    frames: int = 1  # pictures of the upload judged; the Ingress sets it for an animation
 
 
 @serve.deployment

@@ -3,7 +3,8 @@
 The heat map is computed with captum's `LayerGradCam` for the predicted class (for "real" the
 evidence for real, i.e. the negated logit), on the same uint8 pixels the Preprocessor made for
 `/predict`, so the probability matches. The overlay is the upload at its own aspect ratio (at
-most `overlay_max_side` px), returned as JPEG bytes.
+most `overlay_max_side` px), returned as JPEG bytes; for an animation, the frame explained. The
+upload is decoded again for it under the limits the Ingress sends with the call.
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ class Explainer:
     def __init__(self) -> None:
         settings = Settings.from_env()
         self._uri_override = settings.model_uri
-        self._limits = ImageLimits(max_bytes=settings.max_file_bytes)
         self._slot = ModelSlot("explainer", replica_device())
         self._config = ExplainerConfig()
         self._lock = asyncio.Lock()  # captum hooks the shared model: one attribution at a time
@@ -72,15 +72,22 @@ class Explainer:
         self._config = ExplainerConfig.from_user_config(user_config)
         await self._slot.load(self._uri_override or self._config.model_uri)
 
-    async def __call__(self, image: PreparedImage, data: bytes, threshold: float) -> Explanation:
+    async def __call__(
+        self, image: PreparedImage, data: bytes, threshold: float, limits: ImageLimits
+    ) -> Explanation:
         loaded = self._slot.current
         if loaded is None:
             raise RuntimeError("the explainer has no model: set model_uri")
         async with self._lock:
-            return await asyncio.to_thread(self._explain, loaded, image, data, threshold)
+            return await asyncio.to_thread(self._explain, loaded, image, data, threshold, limits)
 
     def _explain(
-        self, loaded: LoadedModel, image: PreparedImage, data: bytes, threshold: float
+        self,
+        loaded: LoadedModel,
+        image: PreparedImage,
+        data: bytes,
+        threshold: float,
+        limits: ImageLimits,
     ) -> Explanation:
         started = time.perf_counter()
         meta, model, config = loaded.meta, loaded.model, self._config
@@ -97,7 +104,7 @@ class Explainer:
         attribution = cam.attribute(x, target=target, relu_attributions=True)
         heat = attribution[0, 0].detach().float().cpu().numpy()
 
-        photo = decode_image(data, self._limits, draft_size=config.overlay_max_side)
+        photo = decode_image(data, limits, draft_size=config.overlay_max_side, frame=image.frame)
         photo.thumbnail((config.overlay_max_side, config.overlay_max_side))
         overlay = _blend(photo, heat, config)
         buffer = io.BytesIO()

@@ -163,6 +163,7 @@ def build_api(ingress: Ingress) -> FastAPI:
         return CompareResponse(
             primary=_compared(primary),
             shadow=_compared(shadow) if shadow else None,
+            frames=primary.frames,
             agreement=(primary.prediction == shadow.prediction) if shadow else None,
             difference=round(abs(primary.probability - shadow.probability), 6) if shadow else None,
             message=message,
@@ -200,11 +201,17 @@ def _verdict(prediction: Prediction) -> dict:
         "prediction": prediction.prediction,
         "probability": prediction.probability,
         "confidence": prediction.confidence,
+        "frames": prediction.frames,
     }
 
 
 def _compared(prediction: Prediction) -> ComparedPrediction:
-    return ComparedPrediction(**_verdict(prediction), model_version=prediction.model_version)
+    return ComparedPrediction(
+        prediction=prediction.prediction,
+        probability=prediction.probability,
+        confidence=prediction.confidence,
+        model_version=prediction.model_version,
+    )
 
 
 async def _single_upload(request: Request) -> bytes:

@@ -11,6 +11,7 @@ DriftMonitor — runs in tasks detached from the request, so it never delays or 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from common.config import strict_dataclass
-from common.image import ImageError, ImageLimits, PreparedImage, prepare_image
+from common.image import ImageError, ImageLimits, PreparedImage, prepare_frames
 from common.rules import confidence_for, label_for
 from common.settings import Settings
 from deployments.background import BatchedSender
@@ -34,7 +35,7 @@ from deployments.explainer import Explanation
 from deployments.metrics import ingress_metrics, refresh_gauges_forever
 from deployments.shadow_mirror import ShadowMirror
 
-__all__ = ["GATHER_CONCURRENT_CALLS", "Ingress", "IngressConfig"]
+__all__ = ["GATHER_CONCURRENT_CALLS", "Ingress", "IngressConfig", "most_generated"]
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -66,7 +67,9 @@ class IngressConfig:
     preprocess_in_ingress: bool = False
     min_side: int = ImageLimits.min_side  # px, each side of an upload
     max_side: int = ImageLimits.max_side  # px
-    max_pixels: int = ImageLimits.max_pixels  # decoded pixels; bigger headers are refused
+    max_pixels: int = ImageLimits.max_pixels  # decoded pixels, all frames; bigger headers: 413
+    max_frames: int = ImageLimits.max_frames  # frames an animation may hold; more: 413
+    judged_frames: int = ImageLimits.judged_frames  # frames of an animation judged, evenly spaced
 
     @classmethod
     def from_user_config(cls, raw: dict[str, Any]) -> IngressConfig:
@@ -79,11 +82,21 @@ class IngressConfig:
             raise ValueError("gather_max_images must be >= 1 and gather_wait_s >= 0")
         if not 1 <= config.min_side <= config.max_side or config.max_pixels < 1:
             raise ValueError("image limits must satisfy 1 <= min_side <= max_side, max_pixels >= 1")
+        if config.max_frames < 1 or config.judged_frames < 1:
+            raise ValueError("max_frames and judged_frames must be >= 1")
         return config
 
     def image_limits(self, max_bytes: int) -> ImageLimits:
         return ImageLimits(max_bytes=max_bytes, min_side=self.min_side, max_side=self.max_side,
-                           max_pixels=self.max_pixels)  # fmt: skip
+                           max_pixels=self.max_pixels, max_frames=self.max_frames,
+                           judged_frames=self.judged_frames)  # fmt: skip
+
+
+def most_generated(per_frame: list[Prediction]) -> Prediction:
+    """An upload's answer from its frames' predictions: the frame most likely AI-generated (one
+    generated frame flags a listing), its label and band as the Classifier gave them, and how
+    many frames were judged."""
+    return dataclasses.replace(max(per_frame, key=lambda p: p.probability), frames=len(per_frame))
 
 
 @serve.deployment
@@ -143,14 +156,18 @@ class Ingress:
     # --- inference -------------------------------------------------------------------------
 
     async def predict(self, data: bytes) -> tuple[Prediction, float]:
-        """One image through Preprocessor and Classifier; (prediction, server ms)."""
+        """One upload through Preprocessor and Classifier; (prediction, server ms). The frames
+        of an animation are gathered like concurrent single images; the answer is the frame
+        most likely AI-generated."""
         started = time.perf_counter()
         info = await self.primary_info()
-        image = await self._prepare(data, info.image_size)
+        frames = await self._prepare(data, info.image_size)
         classified = time.perf_counter()
-        prediction = await self._classify_gathered(image)
+        per_frame = list(await asyncio.gather(*(self._classify_gathered(f) for f in frames)))
+        prediction = most_generated(per_frame)
         self._observe_stages(prediction, (time.perf_counter() - classified) * 1000.0)
-        self._after_predictions([image], [prediction], info)
+        self._after_predictions([prediction], info)
+        self._mirror.offer(frames, per_frame)
         return prediction, (time.perf_counter() - started) * 1000.0
 
     @serve.batch(
@@ -167,7 +184,8 @@ class Ingress:
     async def predict_batch(
         self, uploads: list[bytes]
     ) -> tuple[list[Prediction | ImageError], str, float]:
-        """Several images, prepared in parallel and classified in one call; per-item errors."""
+        """Several images, prepared in parallel and classified in one call (every frame of every
+        upload); per-item errors."""
         started = time.perf_counter()
         info = await self.primary_info()
         self.metrics.batch_files.observe(len(uploads))
@@ -177,24 +195,39 @@ class Ingress:
         for item in prepared:
             if isinstance(item, BaseException) and not isinstance(item, ImageError):
                 raise item  # not the upload's fault: the whole request fails as usual
-        images = [item for item in prepared if isinstance(item, PreparedImage)]
-        predictions = (
-            await self._classify(lambda: self._classifier.predict_many.remote(images), "batch")
-            if images
+        judged = [item for item in prepared if isinstance(item, list)]
+        frames = [frame for upload in judged for frame in upload]
+        per_frame = (
+            await self._classify(lambda: self._classifier.predict_many.remote(frames), "batch")
+            if frames
             else []
         )
-        self._after_predictions(images, predictions, info)
-        answers = iter(predictions)
-        results = [item if isinstance(item, ImageError) else next(answers) for item in prepared]
+        answers, start = [], 0
+        for upload in judged:
+            answers.append(most_generated(per_frame[start : start + len(upload)]))
+            start += len(upload)
+        self._after_predictions(answers, info)
+        self._mirror.offer(frames, per_frame)
+        answered = iter(answers)
+        results = [item if isinstance(item, ImageError) else next(answered) for item in prepared]
         return results, info.version or "", (time.perf_counter() - started) * 1000.0
 
     async def explain(self, data: bytes) -> tuple[Explanation, Prediction, float]:
-        """Grad-CAM for the predicted class; the prediction uses the primary's threshold."""
+        """Grad-CAM for the predicted class; the prediction uses the primary's threshold. An
+        animation's frames are classified first, and the one most likely AI-generated is
+        explained."""
         started = time.perf_counter()
         info = await self.primary_info()
-        image = await self._prepare(data, info.image_size)
+        frames = await self._prepare(data, info.image_size)
+        image = frames[0]
+        if len(frames) > 1:
+            per_frame = await self._classify(
+                lambda: self._classifier.predict_many.remote(frames), "explain"
+            )
+            image = max(zip(frames, per_frame, strict=True), key=lambda f: f[1].probability)[0]
+        limits = self._limits()
         explanation: Explanation = await self._classify(
-            lambda: self._explainer.remote(image, data, info.threshold), "explain"
+            lambda: self._explainer.remote(image, data, info.threshold, limits), "explain"
         )
         self.metrics.stage_latency_ms.observe(explanation.explain_ms, tags={"stage": "explain"})
         p = explanation.probability
@@ -205,20 +238,24 @@ class Ingress:
             model_version=explanation.model_version,
             model_ms=explanation.explain_ms,
             batch_size=1,
+            frames=len(frames),
         )
-        self._after_predictions([image], [prediction], info, mirror=False)
+        self._after_predictions([prediction], info)
         return explanation, prediction, (time.perf_counter() - started) * 1000.0
 
     async def compare(self, data: bytes) -> tuple[Prediction, Prediction | None, str]:
-        """The primary and the shadow on the same image, both awaited."""
+        """The primary and the shadow on the same frames, both awaited; each answers with its
+        frame most likely AI-generated."""
         info = await self.primary_info()
-        image = await self._prepare(data, info.image_size)
+        frames = await self._prepare(data, info.image_size)
         shadow_info = await fetch_model_info(self._shadow)
-        primary_call = self._classify(lambda: self._classifier.remote(image), "compare")
+        primary_call = self._classify(
+            lambda: self._classifier.predict_many.remote(frames), "compare"
+        )
         if not shadow_info.loaded:
-            return await primary_call, None, "no shadow model is configured"
-        shadow_call = self._classify(lambda: self._shadow.remote(image), "compare")
-        primary, shadow = await asyncio.gather(primary_call, shadow_call)
+            return most_generated(await primary_call), None, "no shadow model is configured"
+        shadow_call = self._classify(lambda: self._shadow.predict_many.remote(frames), "compare")
+        primary, shadow = map(most_generated, await asyncio.gather(primary_call, shadow_call))
         return primary, shadow, f"primary {primary.model_version} vs shadow {shadow.model_version}"
 
     # --- model and health information --------------------------------------------------------
@@ -265,15 +302,19 @@ class Ingress:
 
     # --- the calls down the graph --------------------------------------------------------------
 
-    async def _prepare(self, data: bytes, image_size: int) -> PreparedImage:
+    def _limits(self) -> ImageLimits:
+        return self.config.image_limits(self.settings.max_file_bytes)
+
+    async def _prepare(self, data: bytes, image_size: int) -> list[PreparedImage]:
+        """The upload's pictures to judge: one, or an animation's sampled frames."""
         started = time.perf_counter()
         self.metrics.image_bytes.observe(len(data))
-        limits = self.config.image_limits(self.settings.max_file_bytes)
+        limits = self._limits()
         try:
             if self.config.preprocess_in_ingress:
-                image = await asyncio.to_thread(prepare_image, data, image_size, limits)
+                frames = await asyncio.to_thread(prepare_frames, data, image_size, limits)
             else:
-                image = await self._call(
+                frames = await self._call(
                     lambda: self._preprocessor.remote(data, image_size, limits), "decode"
                 )
         except ImageError as exc:
@@ -283,8 +324,8 @@ class Ingress:
         self.metrics.stage_latency_ms.observe(
             (time.perf_counter() - started) * 1000.0, tags={"stage": "decode"}
         )
-        self.metrics.image_pixels.observe(image.width * image.height)
-        return image
+        self.metrics.image_pixels.observe(frames[0].width * frames[0].height)
+        return frames
 
     async def _classify(self, call: Callable[[], Awaitable[T]], route: str) -> T:
         """An inference call, with the model and queue stages observed."""
@@ -334,13 +375,8 @@ class Ingress:
 
     # --- after an answer: metrics, drift, shadow (never on the request's path) -----------------
 
-    def _after_predictions(
-        self,
-        images: list[PreparedImage],
-        predictions: list[Prediction],
-        info: ModelInfo,
-        mirror: bool = True,
-    ) -> None:
+    def _after_predictions(self, predictions: list[Prediction], info: ModelInfo) -> None:
+        """Metrics and drift see one answer per upload (the Shadow is offered each frame)."""
         for prediction in predictions:
             self.metrics.predictions.inc(
                 tags={"label": prediction.prediction, "confidence": prediction.confidence}
@@ -348,8 +384,6 @@ class Ingress:
             self.metrics.probability.observe(prediction.probability)
         self._drift_info = info
         self._drift.add([(p.probability, p.prediction) for p in predictions])
-        if mirror:
-            self._mirror.offer(images, predictions)
 
     async def _report_to_drift_monitor(self, batch: list[tuple[float, str]]) -> None:
         info = self._drift_info

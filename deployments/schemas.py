@@ -21,10 +21,18 @@ LabelField = Literal["real", "ai_generated"]
 ConfidenceField = Literal["high", "medium", "low"]
 
 
+FRAMES_DESCRIPTION = (
+    "pictures of the upload judged: 1 for a still image or a multi-picture JPEG (its primary "
+    "picture); up to `judged_frames` for an animated PNG or WebP, sampled evenly, whose "
+    "`probability` is then the highest over them"
+)
+
+
 class PredictResponse(BaseModel):
     prediction: LabelField
     probability: float = Field(description="P(AI-generated), 0..1", ge=0.0, le=1.0)
     confidence: ConfidenceField
+    frames: int = Field(description=FRAMES_DESCRIPTION, ge=1)
     inference_time_ms: float = Field(description="server time for this request, milliseconds")
     model_version: str
     request_id: str
@@ -42,6 +50,7 @@ class BatchItem(BaseModel):
     prediction: LabelField | None = None
     probability: float | None = Field(default=None, ge=0.0, le=1.0)
     confidence: ConfidenceField | None = None
+    frames: int | None = Field(default=None, description=FRAMES_DESCRIPTION, ge=1)
     error: str | None = Field(default=None, description="why this file has no prediction")
 
 
@@ -64,6 +73,7 @@ class ComparedPrediction(BaseModel):
 class CompareResponse(BaseModel):
     primary: ComparedPrediction
     shadow: ComparedPrediction | None
+    frames: int = Field(description=FRAMES_DESCRIPTION + " (the same frames for both models)", ge=1)
     agreement: bool | None = Field(description="same label from both models")
     difference: float | None = Field(description="|P(primary) - P(shadow)|")
     message: str

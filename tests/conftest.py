@@ -33,6 +33,7 @@ from tests.images import image_bytes
 ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGE_SIZE = 32  # px: tiny inputs keep EfficientNet-B0 fast on two cores
 APP_NAME = "product-photo-detector"
+DEPLOY_TIMEOUT_S = 300  # until the application is RUNNING after a deploy
 BASELINE_IMAGES = range(16)  # image_bytes(i) used to calibrate BatchNorm and the drift baseline
 TEST_KEYS = [f"test-key-{i:03d}" for i in range(120)]  # one fresh key per test that needs one
 RATE_LIMIT_PER_MINUTE = 120
@@ -125,7 +126,11 @@ def deploy(config: dict) -> None:
     client = serve_private_api.serve_start(
         http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
     )
-    client.deploy_apps(schema, _blocking=True)
+    # deploy_apps(_blocking=True) gives up after a fixed 60 s: too short on two cores shared
+    # with other Ray instances (seen here: 35 s to build the app, replicas later still).
+    client.deploy_apps(schema)
+    client._wait_for_application_running(APP_NAME, timeout_s=DEPLOY_TIMEOUT_S)
+    client.wait_for_proxies_serving(wait_for_applications_running=True)
 
 
 @dataclass(frozen=True)

@@ -68,3 +68,16 @@ def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
 
 def image_bytes(index: int = 0, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
     return encode(to_mode(crop(index), mode), fmt)
+
+
+def animation(frames: list[Image.Image], fmt: str = "PNG", **params) -> bytes:
+    """An animated PNG (APNG) or WebP; WebP frames are lossless so each decodes to its source."""
+    if fmt == "WEBP":
+        params.setdefault("lossless", True)
+    params.setdefault("duration", 100)
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], **params)
+
+
+def mpo(primary: Image.Image, extra: list[Image.Image], quality: int = 92) -> bytes:
+    """A multi-picture JPEG (MPO), as phones store an HDR gain map and cameras a preview."""
+    return encode(primary, "MPO", save_all=True, append_images=extra, quality=quality)

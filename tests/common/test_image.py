@@ -11,10 +11,12 @@ from common.image import (
     ImageTooSmall,
     UnsupportedImageFormat,
     decode_image,
+    judged_frame_indices,
+    prepare_frames,
     prepare_image,
     sniff_format,
 )
-from tests.images import FORMAT_MODES, crop, encode, image_bytes, to_mode
+from tests.images import FORMAT_MODES, animation, crop, encode, image_bytes, mpo, to_mode
 
 SIZE = 32
 
@@ -75,6 +77,17 @@ def _truncated(fmt: str) -> bytes:
     return data[: len(data) // 2]
 
 
+def _flipped(data: bytes, at: float = 0.5) -> bytes:
+    damaged = bytearray(data)
+    damaged[int(len(data) * at)] ^= 0xFF
+    return bytes(damaged)
+
+
+def _last_frame_cut(fmt: str) -> bytes:
+    data = animation([crop(i) for i in range(3)], fmt)
+    return data[: len(data) - len(data) // 10]
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -87,6 +100,12 @@ def _truncated(fmt: str) -> bytes:
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, CorruptImage),
         (_truncated("JPEG"), CorruptImage),
         (_truncated("PNG"), CorruptImage),
+        (_truncated("WEBP"), CorruptImage),
+        (image_bytes(2, "PNG")[:-12], CorruptImage),
+        (_flipped(image_bytes(2, "PNG")), CorruptImage),
+        (_last_frame_cut("PNG"), CorruptImage),
+        (_last_frame_cut("PNG")[:-1000], CorruptImage),
+        (_last_frame_cut("WEBP"), CorruptImage),
         (encode(Image.new("RGB", (8, 40)), "PNG"), ImageTooSmall),
     ],
     ids=[
@@ -99,6 +118,12 @@ def _truncated(fmt: str) -> bytes:
         "png-garbage",
         "truncated-jpeg",
         "truncated-png",
+        "truncated-webp",
+        "png-without-iend",
+        "png-with-a-damaged-chunk",
+        "apng-last-frame-cut",
+        "apng-cut-earlier",
+        "animated-webp-last-frame-cut",
         "too-small",
     ],
 )
@@ -126,12 +151,72 @@ def test_file_over_the_byte_limit_is_refused():
         prepare_image(image_bytes(0), SIZE, ImageLimits(max_bytes=100))
 
 
-def test_animated_webp_is_refused():
-    frames = [crop(0), crop(1)]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="WEBP", save_all=True, append_images=frames[1:], duration=100)
-    with pytest.raises(UnsupportedImageFormat, match="animated"):
-        prepare_image(buffer.getvalue(), SIZE)
+def test_multi_picture_jpeg_is_judged_by_its_primary_picture_alone():
+    primary, gain_map = crop(0, size=(96, 72)), crop(1, size=(48, 36))
+    data = mpo(primary, [gain_map])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    frames = prepare_frames(data, SIZE)
+    assert [(f.frame, f.width, f.height, f.format) for f in frames] == [(0, 96, 72, "JPEG")]
+    alone = prepare_image(encode(primary, "JPEG"), SIZE)
+    assert np.array_equal(frames[0].pixels, alone.pixels)
+
+
+def test_multi_picture_jpeg_extra_pictures_are_never_read():
+    data = mpo(crop(0), [crop(1)])
+    cut = data[: len(data) - 200]  # the second picture cut short, the primary whole
+    assert np.array_equal(prepare_image(cut, SIZE).pixels, prepare_image(data, SIZE).pixels)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_animation_frames_are_sampled_evenly_first_and_last_included(fmt):
+    sources = [crop(i) for i in range(12)]
+    frames = prepare_frames(animation(sources, fmt), SIZE)
+    assert [f.frame for f in frames] == [0, 1, 3, 4, 6, 7, 9, 11]
+    for prepared in frames:  # lossless: each frame is its source picture
+        alone = prepare_image(encode(sources[prepared.frame], "PNG"), SIZE)
+        assert np.array_equal(prepared.pixels, alone.pixels), prepared.frame
+        assert (prepared.width, prepared.height, prepared.format) == (96, 72, fmt)
+
+
+def test_a_short_animation_is_judged_on_every_frame_and_any_frame_decodes():
+    sources = [crop(i) for i in range(3)]
+    data = animation(sources, "PNG")
+    assert [f.frame for f in prepare_frames(data, SIZE)] == [0, 1, 2]
+    assert np.array_equal(np.asarray(decode_image(data, frame=2)), np.asarray(sources[2]))
+    assert np.array_equal(prepare_image(data, SIZE).pixels, prepare_frames(data, SIZE)[0].pixels)
+
+
+@pytest.mark.parametrize(
+    ("frames", "judged", "indices"),
+    [(1, 8, [0]), (2, 8, [0, 1]), (8, 8, list(range(8))), (9, 8, [0, 1, 2, 3, 4, 5, 6, 8]),
+     (100, 8, [0, 14, 28, 42, 56, 70, 84, 99]), (5, 1, [0]), (5, 2, [0, 4])],
+)  # fmt: skip
+def test_judged_frame_indices(frames, judged, indices):
+    assert judged_frame_indices(frames, judged) == indices
+
+
+def test_judged_frames_follow_the_limits():
+    data = animation([crop(i) for i in range(5)], "WEBP")
+    frames = prepare_frames(data, SIZE, ImageLimits(judged_frames=2))
+    assert [f.frame for f in frames] == [0, 4]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_animation_with_too_many_frames_is_refused_before_decoding(fmt):
+    data = animation([crop(i % 4, size=(16, 16)) for i in range(6)], fmt)
+    with pytest.raises(ImageTooLarge, match="6 frames; the limit is 5"):
+        prepare_frames(data, SIZE, ImageLimits(max_frames=5))
+    assert len(prepare_frames(data, SIZE, ImageLimits(max_frames=6))) == 6
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_animation_pixel_budget_counts_every_frame_decoded(fmt):
+    data = animation([crop(i, size=(40, 30)) for i in range(4)], fmt)  # 4 x 1200 px
+    with pytest.raises(ImageTooLarge, match="4 frames of 40x30 px, 4800 pixels to decode"):
+        prepare_frames(data, SIZE, ImageLimits(max_pixels=4799))
+    with pytest.raises(ImageTooLarge, match="4800 pixels"):  # the first frame alone is no cheaper
+        decode_image(data, ImageLimits(max_pixels=4799))
+    assert len(prepare_frames(data, SIZE, ImageLimits(max_pixels=4800))) == 4
 
 
 def test_jpeg_draft_decoding_matches_full_decoding_closely():

@@ -1,13 +1,11 @@
 """Malformed and hostile requests: each gets the right status and the error envelope, and the
 application stays healthy."""
 
-import io
-
 import httpx
 import pytest
 from PIL import Image
 
-from tests.images import crop, encode, image_bytes, to_mode
+from tests.images import animation, crop, encode, image_bytes, mpo, to_mode
 
 pytestmark = pytest.mark.serve
 
@@ -17,10 +15,19 @@ def _truncated(fmt: str) -> bytes:
     return data[: len(data) // 2]
 
 
-def _animated_webp() -> bytes:
-    buffer = io.BytesIO()
-    crop(0).save(buffer, format="WEBP", save_all=True, append_images=[crop(1)], duration=80)
-    return buffer.getvalue()
+def _many_frames(fmt: str, count: int = 101) -> bytes:
+    """More frames than `max_frames` (100), each tiny: refused from the header."""
+    return animation([crop(i % 4, size=(16, 16)) for i in range(count)], fmt)
+
+
+def _over_the_pixel_budget() -> bytes:
+    """4 frames of 3200 x 3200 px: each under the 40 M pixel limit, 41 M decoded together."""
+    frames = [Image.new("L", (3200, 3200), 60 * (i + 1)) for i in range(4)]
+    return animation(frames, "PNG")
+
+
+def _cut(data: bytes, keep: float = 0.9) -> bytes:
+    return data[: int(len(data) * keep)]
 
 
 def _one(data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg") -> dict:
@@ -32,6 +39,11 @@ CASES = [
     ("empty-file", _one(b""), 400, "corrupt"),
     ("truncated-jpeg", _one(_truncated("JPEG")), 400, "corrupt"),
     ("truncated-png", _one(_truncated("PNG"), "p.png", "image/png"), 400, "corrupt"),
+    ("truncated-webp", _one(_truncated("WEBP"), "w.webp", "image/webp"), 400, "corrupt"),
+    ("png-without-its-end", _one(image_bytes(2, "PNG")[:-12], "p.png"), 400, "corrupt"),
+    ("truncated-apng", _one(_cut(animation([crop(0), crop(1)])), "a.png"), 400, "corrupt"),
+    ("truncated-animated-webp", _one(_cut(animation([crop(0), crop(1)], "WEBP")), "a.webp"), 400,
+     "corrupt"),
     ("jpeg-magic-then-garbage", _one(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8), 400, "corrupt"),
     ("png-magic-then-zeros", _one(b"\x89PNG\r\n\x1a\n" + b"\0" * 200), 400, "corrupt"),
     ("text-named-jpg", _one(b"I am definitely a JPEG"), 415, "unsupported_format"),
@@ -44,7 +56,10 @@ CASES = [
     ("gif", _one(encode(crop(0), "GIF"), "x.gif", "image/gif"), 415, "unsupported_format"),
     ("bmp", _one(encode(crop(0), "BMP"), "x.bmp", "image/bmp"), 415, "unsupported_format"),
     ("tiff", _one(encode(crop(0), "TIFF"), "x.tif", "image/tiff"), 415, "unsupported_format"),
-    ("animated-webp", _one(_animated_webp(), "a.webp", "image/webp"), 415, "unsupported_format"),
+    ("apng-with-101-frames", _one(_many_frames("PNG"), "a.png"), 413, "too_large"),
+    ("animated-webp-with-101-frames", _one(_many_frames("WEBP"), "a.webp"), 413, "too_large"),
+    ("animation-over-the-pixel-budget", _one(_over_the_pixel_budget(), "a.png"), 413,
+     "too_large"),
     ("huge-dimensions", _one(encode(Image.new("1", (12_000, 20)), "PNG"), "h.png"), 413,
      "too_large"),
     ("decompression-bomb", _one(encode(Image.new("1", (9_000, 9_000)), "PNG"), "b.png"), 413,
@@ -74,6 +89,9 @@ VALID_ODD_IMAGES = [
     ("alpha-png", encode(to_mode(crop(0), "RGBA"), "PNG")),
     ("grey-alpha-png", encode(to_mode(crop(0), "LA"), "PNG")),
     ("png-named-jpg", image_bytes(0, "PNG")),
+    ("multi-picture-jpeg", mpo(crop(0), [crop(1, size=(48, 36))])),
+    ("apng-with-100-frames", _many_frames("PNG", 100)),
+    ("animated-webp", animation([crop(0), crop(1)], "WEBP", lossless=False, quality=80)),
 ]
 
 

@@ -1,12 +1,15 @@
 """The web page and the Swagger UI in headless Chromium (Debian's), with the network blocked."""
 
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import ROOT
-from tests.images import crop, encode
+from tests.images import animation, crop, encode, mpo
 
 pytestmark = pytest.mark.serve
 
@@ -55,7 +58,8 @@ def test_upload_shows_the_card_and_the_heat_map(served_app, page, api_key, tmp_p
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
     page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0")
     assert page.text_content("#label") in {"AI-generated", "Real photo"}
-    assert page.text_content("#percent").endswith("%")
+    assert re.fullmatch(r"\d{1,2}%|\d\.\d%|[<>] (1|99)%", page.text_content("#percent"))
+    assert page.is_hidden("#frames")
     assert page.eval_on_selector("#heatmap", "i => i.naturalWidth / i.naturalHeight") == (
         pytest.approx(4 / 3, abs=0.02)
     )
@@ -68,15 +72,79 @@ def test_upload_shows_the_card_and_the_heat_map(served_app, page, api_key, tmp_p
 def test_large_photos_are_downscaled_in_the_browser(served_app, page, api_key, tmp_path):
     photo = tmp_path / "large.png"  # > 2048 px: the page redraws it as a smaller JPEG
     photo.write_bytes(encode(crop(0, size=(500, 400)).resize((3000, 2400)), "PNG"))
-    page.goto(f"{served_app.url}/")
-    page.evaluate(f"sessionStorage.setItem('ppd-api-key', '{api_key}')")
-    page.goto(f"{served_app.url}/")
+    _signed_in(page, served_app, api_key)
     with page.expect_request("**/predict/explain") as request:
         page.set_input_files("#file-input", str(photo))
     body = request.value.post_data_buffer
     assert b"image/jpeg" in body[:400]
     assert len(body) < 9 * 1024 * 1024
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+
+
+def _signed_in(page, served_app, api_key) -> None:
+    page.goto(f"{served_app.url}/")
+    page.evaluate(f"sessionStorage.setItem('ppd-api-key', '{api_key}')")
+    page.goto(f"{served_app.url}/")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "frames"),
+    [
+        ("spin.png", animation([crop(i, size=(200, 150)) for i in range(3)], "PNG"), 3),
+        ("spin.webp", animation([crop(i, size=(200, 150)) for i in range(2)], "WEBP"), 2),
+        # wider than the page's 2048 px redraw limit: sent as it is all the same
+        ("phone.jpg", mpo(crop(2, size=(300, 200)).resize((2400, 1600)), [crop(3)]), 1),
+    ],
+    ids=["apng", "animated-webp", "multi-picture-jpeg"],
+)
+def test_animations_and_multi_picture_jpegs_reach_the_server_unchanged(
+    served_app, page, client, api_key, tmp_path, name, data, frames
+):
+    path = tmp_path / name
+    path.write_bytes(data)
+    _signed_in(page, served_app, api_key)
+    with page.expect_response("**/predict/explain", timeout=60_000) as response:
+        page.set_input_files("#file-input", str(path))
+    # Chromium does not expose a file's bytes in the request; the answer shows what arrived:
+    # every frame, and the same probability as the file sent straight to the API (a redraw
+    # would be one JPEG frame, smaller, with another probability).
+    answer = response.value.json()
+    direct = client.post("/predict", files={"file": (name, data)}).json()
+    assert (answer["frames"], direct["frames"]) == (frames, frames)
+    assert answer["probability"] == pytest.approx(direct["probability"], abs=1e-4)
+
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    if frames > 1:
+        assert page.text_content("#frames").startswith(f"{frames} frames judged")
+        assert f"{frames} frames" in page.text_content("#history li")
+    else:
+        assert page.is_hidden("#frames")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"web_page_{name.replace('.', '_')}.png"))
+
+
+def test_an_animation_over_the_upload_limit_is_not_sent_as_one_frame(
+    served_app, page, api_key, tmp_path
+):
+    noise = np.random.default_rng(0).integers(0, 256, (4, 1100, 1100, 3), dtype=np.uint8)
+    path = tmp_path / "big.png"
+    path.write_bytes(animation([Image.fromarray(frame) for frame in noise], "PNG"))
+    assert path.stat().st_size > 9 * 1024 * 1024
+    _signed_in(page, served_app, api_key)
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if "/predict" in r.url else None)
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector("#status.error", timeout=30_000)
+    assert "keep only its first frame" in page.text_content("#status")
+    assert sent == []
+
+
+def test_probabilities_are_shown_with_honest_precision(served_app, page):
+    page.goto(f"{served_app.url}/")
+    shown = page.evaluate(
+        "[1.0, 0.999999, 0.994, 0.988, 0.873, 0.5, 0.0734, 0.0101, 0.004, 0.0].map(formatPercent)"
+    )
+    assert shown == ["> 99%", "> 99%", "> 99%", "99%", "87%", "50%", "7.3%", "1%", "< 1%", "< 1%"]
 
 
 def test_swagger_ui_renders_offline(served_app, page):
