@@ -98,12 +98,14 @@ def data_fingerprint(*file_sets: LabelledFiles) -> str:
 
 def augmentation(
     strength: float,
+    crop: tuple[int, float] | None = None,
     blur_prob: float = 0.0,
     blur_sigma: tuple[float, float] = (0.1, 1.0),
     jpeg_prob: float = 0.0,
     jpeg_quality: tuple[int, int] = (30, 100),
 ) -> v2.Transform:
-    """On uint8 CHW tensors: flip, rotation up to 15 degrees x strength and colour jitter, then
+    """On uint8 CHW tensors: flip, rotation up to 15 degrees x strength and colour jitter; with
+    `crop` = (side, smallest area fraction) a random resized crop back to `side`; then
     (Wang et al., CVPR 2020) Gaussian blur with probability `blur_prob` (sigma drawn from
     `blur_sigma`, px) and JPEG recompression with probability `jpeg_prob` (quality drawn from
     `jpeg_quality`). Everything off (strength 0, probabilities 0) is the identity."""
@@ -115,6 +117,9 @@ def augmentation(
             v2.RandomRotation(15 * strength, interpolation=v2.InterpolationMode.BILINEAR),
             v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
         ]
+    if crop is not None:
+        side, scale_min = crop
+        steps.append(v2.RandomResizedCrop(side, scale=(scale_min, 1.0), antialias=True))
     if blur_prob > 0:
         kernel = 2 * math.ceil(3 * blur_sigma[1]) + 1  # +-3 sigma of the widest blur
         steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=blur_prob))

@@ -67,6 +67,9 @@ class TrainConfig:
     jpeg_prob: float = 0.5  # chance of a JPEG re-encoding per training image; 0 turns it off
     jpeg_quality_min: int = 30  # quality drawn uniformly from [min, max]
     jpeg_quality_max: int = 100
+    # Random resized crops keeping [crop_scale_min, 1] of the area (then back to image_size):
+    # the scale changes a re-framed or resized upload brings. 1 turns it off.
+    crop_scale_min: float = 1.0
     val_fraction: float = 0.1  # of the train split, stratified
     seed: int = 0
     grad_clip: float = 1.0  # max gradient norm; 0 disables
@@ -78,6 +81,8 @@ class TrainConfig:
             raise ValueError("blur_prob and jpeg_prob must lie in [0, 1]")
         if self.blur_sigma_max < 0.1:
             raise ValueError("blur_sigma_max must be at least 0.1 px")
+        if not 0 < self.crop_scale_min <= 1:
+            raise ValueError("crop_scale_min must lie in (0, 1]")
         if not 1 <= self.jpeg_quality_min <= self.jpeg_quality_max <= 100:
             raise ValueError("need 1 <= jpeg_quality_min <= jpeg_quality_max <= 100")
 
@@ -90,6 +95,7 @@ def train_transform(cfg: TrainConfig) -> v2.Transform:
     """The training augmentation `cfg` asks for (train.data.augmentation)."""
     return augmentation(
         cfg.augment_strength,
+        crop=(cfg.image_size, cfg.crop_scale_min) if cfg.crop_scale_min < 1 else None,
         blur_prob=cfg.blur_prob,
         blur_sigma=(0.1, cfg.blur_sigma_max),
         jpeg_prob=cfg.jpeg_prob,

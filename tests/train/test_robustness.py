@@ -76,16 +76,18 @@ def test_a_degraded_file_takes_the_serving_decode_path(tmp_path):
 
 
 def test_augmentation_settings_reach_the_transforms():
-    cfg = TrainConfig(augment_strength=0, blur_prob=0.3, blur_sigma_max=1.5, jpeg_prob=0.7,
-                      jpeg_quality_min=40, jpeg_quality_max=90)  # fmt: skip
+    cfg = TrainConfig(augment_strength=0, image_size=48, crop_scale_min=0.64, blur_prob=0.3,
+                      blur_sigma_max=1.5, jpeg_prob=0.7, jpeg_quality_min=40,
+                      jpeg_quality_max=90)  # fmt: skip
     steps = train_transform(cfg).transforms
-    assert [type(s) for s in steps] == [v2.RandomApply, v2.RandomApply]
-    (blur,), (jpeg,) = steps[0].transforms, steps[1].transforms
-    assert steps[0].p == 0.3 and steps[1].p == 0.7
+    assert [type(s) for s in steps] == [v2.RandomResizedCrop, v2.RandomApply, v2.RandomApply]
+    assert steps[0].size == (48, 48) and steps[0].scale == (0.64, 1.0)
+    (blur,), (jpeg,) = steps[1].transforms, steps[2].transforms
+    assert steps[1].p == 0.3 and steps[2].p == 0.7
     assert isinstance(blur, v2.GaussianBlur) and blur.sigma == [0.1, 1.5]
     assert blur.kernel_size == (11, 11)  # +-3 sigma of the widest blur
     assert isinstance(jpeg, v2.JPEG) and list(jpeg.quality) == [40, 90]
-    off = TrainConfig(augment_strength=0, blur_prob=0, jpeg_prob=0)
+    off = TrainConfig(augment_strength=0, crop_scale_min=1, blur_prob=0, jpeg_prob=0)
     assert isinstance(train_transform(off), v2.Identity)
 
 
