@@ -31,7 +31,7 @@ $(DEMO_DATA)/demo_manifest.json: | $(VENV)/.installed-demo
 
 $(DEMO_MODEL): | $(DEMO_DATA)/demo_manifest.json
 	$(BIN)/python -m train.driver --data-dir $(DEMO_DATA) --out $(DEMO_MODEL) \
-		--num-workers 2 --image-size 64
+		--num-workers 2 --image-size 64 --architecture tf_efficientnet_lite0 --pretrained imagenet
 
 demo: $(DEMO_MODEL)
 	@$(MAKE) --no-print-directory serve

@@ -45,7 +45,7 @@ def plain_loop_images_per_s(cfg: TrainConfig, epochs: int, threads: int) -> floa
         shuffle=True,
         drop_last=True,
     )
-    model = build_model(dropout=cfg.dropout).train()
+    model = build_model(cfg.architecture, dropout=cfg.dropout).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     mean, std = ModelMeta().mean, ModelMeta().std  # the same normalisation as training

@@ -62,6 +62,8 @@ class ModelMeta:
     calibration: dict[str, Any] = field(default_factory=dict)
     drift_baseline: dict[str, float] = field(default_factory=dict)  # for the DriftMonitor
     train_config: dict[str, Any] = field(default_factory=dict)  # the resolved training config
+    # where the backbone's starting weights came from (common.pretrained): spec, source, sha256
+    pretrained: dict[str, str] = field(default_factory=dict)
     created_at: str = ""  # ISO 8601, UTC
 
     def to_json(self) -> str:

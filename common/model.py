@@ -1,8 +1,10 @@
-"""The classifier: timm's EfficientNet-B0 backbone with a small binary head.
+"""The classifier: a timm EfficientNet backbone (B0 by default) with a small binary head.
 
-`build_model` is the only constructor; `gradcam_target_layer` is the only place that knows
-where the last conv block is; `to_model_input` turns uint8 pixels into the normalised float
-batch on the model's device (images travel as uint8 everywhere else).
+`build_model` is the only constructor (any timm architecture a checkpoint names, optionally
+starting from `common.pretrained` weights); `normalisation` reads the backbone's own mean/std;
+`gradcam_target_layer` is the only place that knows which block Grad-CAM reads; `to_model_input`
+turns uint8 pixels into the normalised float batch on the model's device (images travel as
+uint8 everywhere else).
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import timm
 import torch
 from torch import nn
 
+from common.pretrained import PretrainedWeights
+
 __all__ = [
     "ARCHITECTURE",
+    "GRADCAM_MIN_CELLS",
     "PhotoClassifier",
     "build_model",
     "gradcam_target_layer",
+    "normalisation",
     "to_model_input",
 ]
 
@@ -27,6 +33,9 @@ HEAD_DROPOUT = 0.3
 # NHWC activations: EfficientNet's depthwise convolutions ran 1.3-2x faster this way here, on
 # the CPU (training and inference, 1 or 2 threads) as on GPUs.
 MEMORY_FORMAT = torch.channels_last
+# Grad-CAM reads the deepest block whose map has at least this many cells a side: at 224 px the
+# last block (7 x 7); at the demo's 64 px the stride-8 block (8 x 8), since the last is 2 x 2.
+GRADCAM_MIN_CELLS = 7
 
 
 class PhotoClassifier(nn.Module):
@@ -54,24 +63,36 @@ class PhotoClassifier(nn.Module):
 
 def build_model(
     architecture: str = ARCHITECTURE,
-    pretrained_path: str | None = None,
+    pretrained: PretrainedWeights | None = None,
     hidden: int = HEAD_HIDDEN,
     dropout: float = HEAD_DROPOUT,
 ) -> PhotoClassifier:
-    """A fresh classifier; ImageNet weights only from a local file, never fetched."""
-    backbone = timm.create_model(
-        architecture,
-        pretrained=pretrained_path is not None,
-        pretrained_cfg_overlay={"file": pretrained_path} if pretrained_path else None,
-        num_classes=0,  # keep the pooled 1280 features; our head classifies
-    )
+    """A fresh classifier on timm's `architecture`, its backbone from `pretrained` when given
+    (see `common.pretrained.resolve_pretrained`); nothing is ever fetched here."""
+    # num_classes=0 keeps the pooled features: our head classifies
+    backbone = timm.create_model(architecture, pretrained=False, num_classes=0)
+    if pretrained is not None:
+        backbone.load_state_dict(pretrained.state_dict, strict=True)
     model = PhotoClassifier(backbone, hidden=hidden, dropout=dropout)
     return model.to(memory_format=MEMORY_FORMAT)
 
 
-def gradcam_target_layer(model: PhotoClassifier) -> nn.Module:
-    """The last conv block's output (conv_head -> bn2 with its activation) for Grad-CAM."""
-    return model.backbone.bn2
+def normalisation(model: PhotoClassifier) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) the backbone's weights expect, from its timm pretrained config."""
+    config = timm.data.resolve_data_config({}, model=model.backbone)
+    return tuple(config["mean"]), tuple(config["std"])
+
+
+def gradcam_target_layer(model: PhotoClassifier, image_size: int) -> nn.Module:
+    """The deepest block whose activation map has >= GRADCAM_MIN_CELLS cells a side at
+    `image_size` px: the last conv block (conv_head -> bn2) when it is that large, else the
+    deepest stage of timm's `feature_info` that is (the shallowest one if none is)."""
+    backbone = model.backbone
+    if image_size // backbone.feature_info[-1]["reduction"] >= GRADCAM_MIN_CELLS:
+        return backbone.bn2
+    stages = [info for info in backbone.feature_info
+              if image_size // info["reduction"] >= GRADCAM_MIN_CELLS]  # fmt: skip
+    return backbone.get_submodule((stages or backbone.feature_info[:1])[-1]["module"])
 
 
 def to_model_input(

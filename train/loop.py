@@ -33,7 +33,8 @@ from torchvision.transforms import v2
 
 from common.checkpoint import ModelMeta
 from common.config import strict_dataclass
-from common.model import PhotoClassifier, build_model, to_model_input
+from common.model import ARCHITECTURE, PhotoClassifier, build_model, normalisation, to_model_input
+from common.pretrained import resolve_pretrained
 from train.data import ImageFileDataset, augmentation, list_split, split_validation
 from train.run_context import RunContext
 from train.train_state import load_train_state, save_train_state
@@ -74,7 +75,10 @@ class TrainConfig:
     seed: int = 0
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     amp: bool = True  # mixed precision, used only on a GPU
-    pretrained_path: str | None = None  # local timm weights file; never downloaded
+    architecture: str = ARCHITECTURE  # any timm model name; the checkpoint records it
+    # Backbone start: "imagenet" (a package that ships the weights, else timm's hub), a local
+    # path or gs:// URI of a weights file, or "none" (random). Unavailable weights stop the run.
+    pretrained: str = "imagenet"
 
     def __post_init__(self) -> None:
         if not (0 <= self.blur_prob <= 1 and 0 <= self.jpeg_prob <= 1):
@@ -137,15 +141,18 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     val_loader = ray.train.torch.prepare_data_loader(
         DataLoader(ImageFileDataset(val_files, cfg.image_size), batch_size=per_worker_batch)
     )
-    meta = ModelMeta(
-        image_size=cfg.image_size, dropout=cfg.dropout, train_config=asdict(cfg),
-        data_fingerprint=run.data_fingerprint,
-    )  # fmt: skip
     tracker = run.epoch_logger() if rank == 0 else None
     nodes = _worker_node_ids(world_size)
 
-    # model and optimiser
-    model = build_model(pretrained_path=cfg.pretrained_path, dropout=cfg.dropout)
+    # model and optimiser: the backbone's own normalisation goes into the checkpoint
+    weights = resolve_pretrained(cfg.pretrained, cfg.architecture)
+    model = build_model(cfg.architecture, pretrained=weights, dropout=cfg.dropout)
+    mean, std = normalisation(model)
+    meta = ModelMeta(
+        architecture=cfg.architecture, image_size=cfg.image_size, mean=mean, std=std,
+        dropout=cfg.dropout, train_config=asdict(cfg), data_fingerprint=run.data_fingerprint,
+        pretrained=weights.origin if weights else {"spec": "none"},
+    )  # fmt: skip
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

@@ -27,9 +27,17 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from common.checkpoint import CHECKPOINT_FILENAME
+from common.pretrained import PretrainedMismatch, PretrainedUnavailable
 from train import tracking
 from train.data import data_fingerprint, list_split
-from train.driver import best_checkpoint_path, train_tracked
+from train.driver import (
+    EXIT_BAD_ARGUMENTS,
+    EXIT_PRETRAINED_UNAVAILABLE,
+    best_checkpoint_path,
+    pretrained_origin,
+    pretrained_unavailable_message,
+    train_tracked,
+)
 from train.evaluate import add_gate_arguments, gate_from_args
 from train.export import EXIT_GATE_FAILED, QualityGateFailed, evaluate_and_export
 from train.loop import TrainConfig
@@ -137,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     base = TrainConfig(
         data_dir=args.data_dir, image_size=args.image_size, epochs=args.epochs,
         warmup_epochs=min(args.warmup_epochs, args.epochs), seed=args.seed,
+        architecture=args.architecture, pretrained=args.pretrained,
     )  # fmt: skip
+    try:
+        pretrained_origin(base)  # every trial would fail the same way: stop before the first
+    except (PretrainedUnavailable, PretrainedMismatch) as exc:
+        print(pretrained_unavailable_message(base, exc), file=sys.stderr)
+        unavailable = isinstance(exc, PretrainedUnavailable)
+        return EXIT_PRETRAINED_UNAVAILABLE if unavailable else EXIT_BAD_ARGUMENTS
     name = args.name or f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     scaling = {"num_workers": args.num_workers, "cpus_per_worker": args.cpus_per_worker,
                "use_gpu": args.use_gpu}  # fmt: skip
@@ -226,6 +241,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="px")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--architecture", default=defaults.architecture, help="a timm model")
+    parser.add_argument("--pretrained", default=defaults.pretrained,
+                        help="imagenet, a weights file (path or gs://) or none; "
+                        f"exits {EXIT_PRETRAINED_UNAVAILABLE} when it cannot be had")  # fmt: skip
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")
     parser.add_argument("--cpus-per-worker", type=float, default=1)
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker")

