@@ -114,3 +114,11 @@ def test_temperature_fit_recovers_the_temperature_of_the_data():
     assert fitted["method"] == "temperature"
     assert fitted["temperature"] == pytest.approx(3.0, rel=0.05)
     assert fit_temperature(true_logits[:10], np.ones(10)) == {}  # one class: identity
+
+
+def test_temperature_stays_finite_on_a_perfectly_separated_split():
+    logits = np.array([-6.0, -4.0, -3.0, 3.0, 5.0, 8.0])
+    fitted = fit_temperature(logits, np.array([0, 0, 0, 1, 1, 1]))
+    probabilities = 1 / (1 + np.exp(-logits / fitted["temperature"]))
+    assert 0.05 < fitted["temperature"] < 20  # inside the search bounds, not at the edge
+    assert probabilities.max() < 0.99 and probabilities.min() > 0.01
