@@ -144,15 +144,19 @@ def _read_mlflow(uri: str) -> bytes:
 
 
 def _check_safetensors(data: bytes, uri: str) -> None:
+    # The safetensors layout is checked first: its 8-byte header length may itself start with
+    # 0x80 or "PK" (one header length in 256 does), which is not a pickle.
+    if len(data) >= 10:
+        (header_len,) = struct.unpack("<Q", data[:8])
+        if header_len <= min(_MAX_HEADER_BYTES, len(data) - 8) and data[8:9] == b"{":
+            return
     if data[:2] == b"PK" or data[:1] == b"\x80":
         raise CheckpointError(
             f"{uri} is a pickled (torch.save) checkpoint; only safetensors files are loaded"
         )
     if len(data) < 10:
         raise CheckpointError(f"{uri} is not a safetensors file (too short)")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > min(_MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
-        raise CheckpointError(f"{uri} is not a safetensors file")
+    raise CheckpointError(f"{uri} is not a safetensors file")
 
 
 def _read_meta(data: bytes) -> ModelMeta:

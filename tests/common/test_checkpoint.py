@@ -95,3 +95,14 @@ def test_an_unusable_calibration_is_refused_at_load(calibration, message):
     text = ModelMeta(calibration=calibration).to_json()
     with pytest.raises(CheckpointError, match=message):
         ModelMeta.from_json(text)
+
+
+def test_a_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    model = build_model()
+    for n in range(300):  # a version string that makes the header length 0x80 modulo 256
+        path = save_checkpoint(model, ModelMeta(version="v" * n), tmp_path / "m.safetensors")
+        data = (tmp_path / "m.safetensors").read_bytes()
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80
+    assert load_checkpoint(path)[1].version == "v" * n
