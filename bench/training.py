@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader
 
 from bench.serving import ROOT, machine_description
 from common.model import build_model, normalisation, to_model_input
-from train.data import ImageFileDataset, augmentation, list_split, split_validation
+from train.data import ImageFileDataset, list_split, split_validation
 from train.driver import run_training
-from train.loop import TrainConfig
+from train.loop import TrainConfig, train_transform
 
 __all__ = ["main", "plain_loop_images_per_s", "ray_train_images_per_s"]
 
@@ -46,7 +46,7 @@ def plain_loop_images_per_s(
     torch.manual_seed(cfg.seed)
     train_files, _ = split_validation(list_split(cfg.data_dir, "train"), cfg.val_fraction, cfg.seed)
     loader = DataLoader(
-        ImageFileDataset(train_files, cfg.image_size, augmentation(cfg.augment_strength)),
+        ImageFileDataset(train_files, cfg.image_size, train_transform(cfg)),
         batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=True,

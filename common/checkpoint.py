@@ -21,6 +21,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from common.calibration import check as check_calibration
 from common.model import ARCHITECTURE, HEAD_DROPOUT, HEAD_HIDDEN, PhotoClassifier, build_model
 from common.rules import DEFAULT_THRESHOLD
 
@@ -56,7 +57,9 @@ class ModelMeta:
     threshold: float = DEFAULT_THRESHOLD  # decision threshold on P(AI-generated)
     version: str = "untrained"
     data_fingerprint: str = ""  # hash of the training data's file list and contents
-    metrics: dict[str, float] = field(default_factory=dict)  # held-out evaluation
+    metrics: dict[str, float] = field(default_factory=dict)  # held-out: clean and robustness
+    # how logits become probabilities (common.calibration); empty: identity, sigmoid(logit)
+    calibration: dict[str, Any] = field(default_factory=dict)
     drift_baseline: dict[str, float] = field(default_factory=dict)  # for the DriftMonitor
     train_config: dict[str, Any] = field(default_factory=dict)  # the resolved training config
     # where the backbone's starting weights came from (common.pretrained): spec, source, sha256
@@ -76,6 +79,10 @@ class ModelMeta:
         for key in ("mean", "std"):
             if key in raw:
                 raw[key] = tuple(raw[key])
+        try:
+            check_calibration(raw.get("calibration") or {})
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint metadata: {exc}") from None
         return cls(**raw)
 
 

@@ -19,6 +19,7 @@ import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from common.calibration import calibrated_probabilities
 from common.config import strict_dataclass
 from common.image import PreparedImage, resize_pixels
 from common.model import to_model_input
@@ -199,12 +200,12 @@ class Classifier:
         return self._probabilities(loaded, pixels)
 
     def _probabilities(self, loaded: LoadedModel, pixels: np.ndarray) -> list[float]:
-        """P(AI-generated) for a uint8 NCHW batch."""
+        """Calibrated P(AI-generated) for a uint8 NCHW batch."""
         meta, device = loaded.meta, self._slot.device
         dtype = autocast_dtype(device)
         with torch.inference_mode(), torch.autocast(device.type, dtype, enabled=dtype is not None):
             x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, device)
-            return torch.sigmoid(loaded.model(x).float()).cpu().tolist()
+            return calibrated_probabilities(loaded.model(x), meta).cpu().tolist()
 
     def _warm_up(self, loaded: LoadedModel, max_batch_size: int) -> None:
         """One forward pass at every batch size the batcher can form, before traffic meets a

@@ -22,6 +22,7 @@ from matplotlib import colormaps
 from PIL import Image
 from ray import serve
 
+from common.calibration import calibrated_probabilities
 from common.config import strict_dataclass
 from common.image import ImageLimits, PreparedImage, decode_image, resize_pixels
 from common.model import gradcam_target_layer, to_model_input
@@ -97,7 +98,7 @@ class Explainer:
         x = to_model_input(torch.from_numpy(pixels)[None], meta.mean, meta.std, self._slot.device)
 
         with torch.no_grad():
-            probability = float(torch.sigmoid(model(x))[0])
+            probability = float(calibrated_probabilities(model(x), meta)[0])
         target = int(probability >= threshold)  # 1: evidence for AI-generated, 0: for real
         layer = gradcam_target_layer(model, meta.image_size)  # >= 7 x 7 cells where possible
         cam = LayerGradCam(lambda t: _two_class_logits(model, t), layer)

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 
 from common.checkpoint import ModelMeta, load_checkpoint
-from train.evaluate import QualityGate
+from train.evaluate import QualityGate, add_gate_arguments, gate_from_args
 
 __all__ = ["Verdict", "judge", "main"]
 
@@ -50,12 +50,10 @@ def judge(
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = QualityGate()
     parser = argparse.ArgumentParser(description="Gate a candidate checkpoint before shadowing.")
     parser.add_argument("--candidate", required=True, help="checkpoint URI (path, gs://, models:/)")
     parser.add_argument("--primary", default="", help="the serving primary's URI; empty: none")
-    parser.add_argument("--min-accuracy", type=float, default=defaults.min_accuracy)
-    parser.add_argument("--min-f1", type=float, default=defaults.min_f1)
+    add_gate_arguments(parser)
     parser.add_argument("--max-f1-drop", type=float, default=DEFAULT_MAX_F1_DROP)
     args = parser.parse_args(argv)
 
@@ -64,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = judge(
         candidate,
         primary,
-        QualityGate(min_accuracy=args.min_accuracy, min_f1=args.min_f1),
+        gate_from_args(args),
         args.max_f1_drop,
     )
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(candidate.metrics.items()))

@@ -8,6 +8,7 @@ The fingerprint hashes the file list and contents, and is recorded with every ru
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from common.image import ImageLimits, decode_image, resize_for_model
+from train.robustness import degrade
 
 __all__ = [
     "CLASS_DIRS",
@@ -94,34 +96,64 @@ def data_fingerprint(*file_sets: LabelledFiles) -> str:
     return digest.hexdigest()
 
 
-def augmentation(strength: float) -> v2.Transform:
-    """Flip, rotation up to 15 degrees x strength and colour jitter, on uint8 CHW tensors."""
-    if strength <= 0:
-        return v2.Identity()
-    jitter = 0.2 * strength
-    return v2.Compose([
-        v2.RandomHorizontalFlip(),
-        v2.RandomRotation(15 * strength, interpolation=v2.InterpolationMode.BILINEAR),
-        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
-    ])  # fmt: skip
+def augmentation(
+    strength: float,
+    crop: tuple[int, float] | None = None,
+    blur_prob: float = 0.0,
+    blur_sigma: tuple[float, float] = (0.1, 1.0),
+    jpeg_prob: float = 0.0,
+    jpeg_quality: tuple[int, int] = (30, 100),
+) -> v2.Transform:
+    """On uint8 CHW tensors: flip, rotation up to 15 degrees x strength and colour jitter; with
+    `crop` = (side, smallest area fraction) a random resized crop back to `side`; then
+    (Wang et al., CVPR 2020) Gaussian blur with probability `blur_prob` (sigma drawn from
+    `blur_sigma`, px) and JPEG recompression with probability `jpeg_prob` (quality drawn from
+    `jpeg_quality`). Everything off (strength 0, probabilities 0) is the identity."""
+    steps: list[v2.Transform] = []
+    if strength > 0:
+        jitter = 0.2 * strength
+        steps += [
+            v2.RandomHorizontalFlip(),
+            v2.RandomRotation(15 * strength, interpolation=v2.InterpolationMode.BILINEAR),
+            v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+        ]
+    if crop is not None:
+        side, scale_min = crop
+        steps.append(v2.RandomResizedCrop(side, scale=(scale_min, 1.0), antialias=True))
+    if blur_prob > 0:
+        kernel = 2 * math.ceil(3 * blur_sigma[1]) + 1  # +-3 sigma of the widest blur
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=blur_sigma)], p=blur_prob))
+    if jpeg_prob > 0:
+        steps.append(v2.RandomApply([v2.JPEG(quality=jpeg_quality)], p=jpeg_prob))
+    return v2.Compose(steps) if steps else v2.Identity()
 
 
 class ImageFileDataset(Dataset):
-    """(uint8 CHW pixels, float label) pairs; `transform` runs on the uint8 tensor."""
+    """(uint8 CHW pixels, float label) pairs; `transform` runs on the uint8 tensor.
+
+    `condition` (train.robustness.CONDITIONS) degrades each file's bytes before decoding, as a
+    marketplace re-encodes an upload; "clean" leaves them as stored.
+    """
 
     def __init__(
-        self, files: LabelledFiles, image_size: int, transform: v2.Transform | None = None
+        self,
+        files: LabelledFiles,
+        image_size: int,
+        transform: v2.Transform | None = None,
+        condition: str = "clean",
     ):
         self.files = files
         self.image_size = image_size
         self.transform = transform
+        self.condition = condition
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         with fsspec.open(self.files.paths[index], "rb") as f:
-            image = decode_image(f.read(), _TRAIN_LIMITS, draft_size=self.image_size)
+            data = degrade(f.read(), self.condition)
+        image = decode_image(data, _TRAIN_LIMITS, draft_size=self.image_size)
         pixels = torch.from_numpy(resize_for_model(image, self.image_size))
         if self.transform is not None:
             pixels = self.transform(pixels)

@@ -30,7 +30,7 @@ from common.checkpoint import CHECKPOINT_FILENAME
 from common.pretrained import PretrainedMismatch, PretrainedUnavailable, resolve_pretrained
 from train import tracking
 from train.data import data_fingerprint, list_split
-from train.evaluate import QualityGate
+from train.evaluate import QualityGate, add_gate_arguments, gate_from_args, summary
 from train.export import EXIT_GATE_FAILED, QualityGateFailed, evaluate_and_export
 from train.loop import TrainConfig, train_fn_per_worker
 from train.run_context import RunContext
@@ -218,25 +218,20 @@ def main(argv: list[str] | None = None) -> int:
 
     remote = "://" in args.out
     report_dir = Path(tempfile.mkdtemp()) if remote else Path(args.out).parent
-    gate = QualityGate(min_accuracy=args.min_accuracy, min_f1=args.min_f1)
+    gate = gate_from_args(args)
     try:
         report, model_uri = export_tracked(
             run, best, cfg, args.out, version, fingerprint, gate, args.register_as, report_dir
         )
     except QualityGateFailed as exc:
-        print(json.dumps(exc.report["test"], indent=2), file=sys.stderr)
+        print(summary(exc.report), file=sys.stderr)
         print(f"{exc}; nothing exported", file=sys.stderr)
         return EXIT_GATE_FAILED
     finally:
         if remote:
             shutil.rmtree(report_dir, ignore_errors=True)
-    test = report["test"]
-    print(
-        f"test accuracy {test['accuracy']:.4f}  f1 {test['f1']:.4f}  "
-        f"roc_auc {test['roc_auc']:.4f}  threshold {report['threshold']:.2f}  "
-        f"-> {args.out} (version {version}), registered as {model_uri}",
-        flush=True,
-    )
+    print(summary(report), flush=True)
+    print(f"-> {args.out} (version {version}), registered as {model_uri}", flush=True)
     return 0
 
 
@@ -258,8 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="run name (default: ppd-<UTC time>); "
                         "an existing name resumes that run")  # fmt: skip
     parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts allowed")
-    parser.add_argument("--min-accuracy", type=float, default=QualityGate.min_accuracy)
-    parser.add_argument("--min-f1", type=float, default=QualityGate.min_f1)
+    add_gate_arguments(parser)
     parser.add_argument("--export", action=argparse.BooleanOptionalAction, default=True,
                         help="evaluate, gate, export and register after training")  # fmt: skip
     parser.add_argument("--checkpoint-out", help="copy the best training checkpoint here, with "

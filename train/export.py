@@ -18,7 +18,14 @@ from typing import Any
 
 from common.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from common.model import PhotoClassifier
-from train.evaluate import REPORT_FILENAME, QualityGate, evaluate_model
+from train.evaluate import (
+    REPORT_FILENAME,
+    QualityGate,
+    add_gate_arguments,
+    evaluate_model,
+    gate_from_args,
+    gated_metrics,
+)
 from train.loop import TrainConfig
 
 __all__ = [
@@ -49,20 +56,24 @@ def export_checkpoint(
     version: str,
     gate: QualityGate = QualityGate(),
 ) -> str:
-    """Gate on `report["test"]`, then write the serving checkpoint to `out_uri` (path or gs://).
+    """Gate on the report's test figures (clean and robustness), then write the serving
+    checkpoint to `out_uri` (path or gs://).
 
-    The checkpoint's metadata takes the threshold, held-out metrics and drift baseline from the
-    report. Raises QualityGateFailed (and writes nothing) below the gate.
+    The checkpoint's metadata takes the threshold, calibration, held-out metrics (gated_metrics)
+    and drift baseline from the report. Raises QualityGateFailed (and writes nothing) below the
+    gate.
     """
-    failures = gate.failures(report["test"])
+    metrics = gated_metrics(report)
+    failures = gate.failures(metrics)
     if failures:
         raise QualityGateFailed(failures, report)
     final_meta = replace(
         meta,
         threshold=report["threshold"],
+        calibration=report.get("calibration", {}),
         version=version,
         data_fingerprint=report["data_fingerprint"],
-        metrics={k: v for k, v in report["test"].items() if isinstance(v, float)},
+        metrics=metrics,
         drift_baseline=report["drift_baseline"],
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -88,7 +99,7 @@ def evaluate_and_export(
     evaluation = evaluate_model(model, meta, cfg)
     report = {**evaluation.report, "version": version, "data_fingerprint": data_fingerprint}
     report["gate"] = asdict(gate)
-    report["gate_passed"] = not gate.failures(report["test"])
+    report["gate_passed"] = not gate.failures(gated_metrics(report))
     if report_dir is None and "://" not in out_uri:
         report_dir = Path(out_uri).parent
     files = [] if report_dir is None else replace(evaluation, report=report).write(report_dir)
@@ -98,7 +109,6 @@ def evaluate_and_export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    gate_defaults = QualityGate()
     parser = argparse.ArgumentParser(
         description="Gate an evaluated checkpoint and export it in the serving format; "
         f"exits {EXIT_GATE_FAILED} (writing nothing) when the quality gate refuses it."
@@ -107,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluation", required=True, help=f"{REPORT_FILENAME} of `evaluate`")
     parser.add_argument("--out", required=True, help="serving checkpoint path or gs:// URI")
     parser.add_argument("--version", help="model version (default: from --run-info)")
-    parser.add_argument("--min-accuracy", type=float, default=gate_defaults.min_accuracy)
-    parser.add_argument("--min-f1", type=float, default=gate_defaults.min_f1)
+    add_gate_arguments(parser)
     parser.add_argument(
         "--run-info", help="run.json from `train.driver --checkpoint-out`: register in its run"
     )
@@ -121,15 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     version = args.version or info.get("version")
     if not version:
         parser.error("--version is needed without --run-info")
-    gate = QualityGate(min_accuracy=args.min_accuracy, min_f1=args.min_f1)
+    gate = gate_from_args(args)
     model, meta = load_checkpoint(args.checkpoint)
     run = None
     if args.run_info:
         from train import tracking  # MLflow only when tracked
 
         run = tracking.run_from_info(args.run_info)
-        tracking.set_tags(run, {"quality_gate": "failed" if gate.failures(report["test"]) else
-                                "passed"})  # fmt: skip
+        passed = not gate.failures(gated_metrics(report))
+        tracking.set_tags(run, {"quality_gate": "passed" if passed else "failed"})
     try:
         export_checkpoint(model, meta, report, args.out, version, gate)
     except QualityGateFailed as exc:

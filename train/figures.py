@@ -19,9 +19,11 @@ from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, roc_curve
 
 from common.rules import CLASS_NAMES, label_for
 
-__all__ = ["FIGURE_FILES", "write_figures"]
+__all__ = ["FIGURE_FILES", "ROBUSTNESS_FILE", "write_figures", "write_robustness"]
 
 FIGURE_FILES = ("confusion_matrix.png", "roc.png", "roc.csv", "predictions.csv")
+ROBUSTNESS_FILE = "robustness.csv"  # one row per condition (clean first), for DVC's bar plot
+_ROBUSTNESS_COLUMNS = ("accuracy", "roc_auc", "calibration_error", "f1")
 
 
 def write_figures(
@@ -64,3 +66,16 @@ def write_figures(
         writer.writerow(["actual", "predicted"])
         writer.writerows(zip(actual, predicted, strict=True))
     return [out / name for name in FIGURE_FILES]
+
+
+def write_robustness(
+    clean: dict[str, float], robustness: dict[str, dict[str, float]], out_dir: Path | str
+) -> Path:
+    """ROBUSTNESS_FILE: the test split's figures clean and under each robustness condition."""
+    path = Path(out_dir) / ROBUSTNESS_FILE
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["condition", *_ROBUSTNESS_COLUMNS])
+        for name, figures in {"clean": clean, **robustness}.items():
+            writer.writerow([name, *(f"{figures[k]:.6f}" for k in _ROBUSTNESS_COLUMNS)])
+    return path

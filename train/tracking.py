@@ -126,8 +126,12 @@ def log_artifacts(run: RunRef, paths: Iterable[Path | str], artifact_path: str) 
 
 
 def log_evaluation(run: RunRef, report: dict[str, Any], files: Iterable[Path | str]) -> None:
-    """Held-out figures as metrics (`test.f1`, `validation.accuracy`, ...), files as artefacts."""
+    """Held-out figures as metrics (`test.f1`, `validation.accuracy`, `test.jpeg_q75.accuracy`,
+    `calibration.temperature`, `calibration_ece.test_after`, ...), files as artefacts."""
     figures = {k: report[k] for k in ("threshold", "test", "validation", "drift_baseline")}
+    figures["test"] = {**report["test"], **report.get("robustness", {})}
+    figures["calibration"] = report.get("calibration", {})
+    figures["calibration_ece"] = report.get("calibration_ece", {})
     log_metrics(run, figures)
     if "gate_passed" in report:
         set_tags(run, {"quality_gate": "passed" if report["gate_passed"] else "failed"})

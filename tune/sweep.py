@@ -38,7 +38,7 @@ from train.driver import (
     pretrained_unavailable_message,
     train_tracked,
 )
-from train.evaluate import QualityGate
+from train.evaluate import add_gate_arguments, gate_from_args
 from train.export import EXIT_GATE_FAILED, QualityGateFailed, evaluate_and_export
 from train.loop import TrainConfig
 
@@ -51,6 +51,8 @@ SEARCH_SPACE: dict[str, Any] = {
     "batch_size": tune.choice([16, 32, 64]),  # global
     "dropout": tune.uniform(0.1, 0.5),  # head dropout
     "augment_strength": tune.uniform(0.0, 1.0),  # 1 = flip, 15 degrees, jitter 0.2
+    "blur_prob": tune.choice([0.0, 0.1, 0.5]),  # Wang et al.'s settings: off, 0.1, 0.5
+    "jpeg_prob": tune.choice([0.0, 0.1, 0.5]),
 }
 METRIC, MODE = "val_f1", "max"
 DEFAULT_STORAGE = "artifacts/tune"
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     version = f"{name}-{trial_id}-{fingerprint[:8]}"
     print(f"best trial {trial_id} ({checkpoint}): {cfg}", flush=True)
 
-    gate = QualityGate(min_accuracy=args.min_accuracy, min_f1=args.min_f1)
+    gate = gate_from_args(args)
     remote = "://" in args.out
     report_dir = Path(tempfile.mkdtemp()) if remote else Path(args.out).parent
     try:
@@ -223,10 +225,11 @@ def _concurrent_trials(scaling: dict[str, Any]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults, gate = TrainConfig(), QualityGate()
+    defaults = TrainConfig()
     parser = argparse.ArgumentParser(
-        description="Sweep lr, weight decay, batch size, dropout and augmentation strength with "
-        "Ray Tune and ASHA; evaluate, gate, export and register the best trial. Exits "
+        description="Sweep lr, weight decay, batch size, dropout and augmentation (strength, "
+        "blur and JPEG probabilities) with Ray Tune and ASHA; evaluate, gate, export and "
+        "register the best trial. Exits "
         f"{EXIT_GATE_FAILED} when the quality gate refuses it."
     )
     parser.add_argument("--data-dir", default=defaults.data_dir, help="CIFAKE layout, or gs://")
@@ -250,8 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage-path", default=DEFAULT_STORAGE, help="gs:// on a cluster")
     parser.add_argument("--out", default="artifacts/sweep/model.safetensors",
                         help="serving checkpoint of the best trial (path or gs://)")  # fmt: skip
-    parser.add_argument("--min-accuracy", type=float, default=gate.min_accuracy)
-    parser.add_argument("--min-f1", type=float, default=gate.min_f1)
+    add_gate_arguments(parser)
     parser.add_argument("--register-as", default=tracking.REGISTERED_MODEL)
     return parser
 

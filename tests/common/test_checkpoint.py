@@ -1,8 +1,10 @@
+import json
 import pickle
 
 import pytest
 import torch
 
+from common.calibration import calibrated_probabilities
 from common.checkpoint import CheckpointError, ModelMeta, load_checkpoint, save_checkpoint
 from common.model import build_model
 
@@ -85,3 +87,31 @@ def test_missing_and_foreign_files_get_clear_errors(tmp_path):
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="not a safetensors"):
         load_checkpoint(junk)
+
+
+def test_metadata_without_calibration_means_identity():
+    old = json.loads(ModelMeta(version="old").to_json())
+    del old["calibration"]  # written before the field existed
+    meta = ModelMeta.from_json(json.dumps(old))
+    assert meta.calibration == {}
+    logits = torch.tensor([-2.0, 0.0, 3.0])
+    assert torch.equal(calibrated_probabilities(logits, meta), torch.sigmoid(logits))
+
+
+def test_a_stored_temperature_divides_the_logits():
+    meta = ModelMeta.from_json(
+        ModelMeta(calibration={"method": "temperature", "temperature": 2.0}).to_json()
+    )
+    logits = torch.tensor([-2.0, 0.0, 3.0])
+    assert torch.allclose(calibrated_probabilities(logits, meta), torch.sigmoid(logits / 2))
+
+
+@pytest.mark.parametrize(
+    ("calibration", "message"),
+    [({"method": "isotonic"}, "unknown calibration method 'isotonic'"),
+     ({"method": "temperature", "temperature": 0}, "temperature must be a positive number")],
+)  # fmt: skip
+def test_an_unusable_calibration_is_refused_at_load(calibration, message):
+    text = ModelMeta(calibration=calibration).to_json()
+    with pytest.raises(CheckpointError, match=message):
+        ModelMeta.from_json(text)

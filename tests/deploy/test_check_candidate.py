@@ -11,8 +11,12 @@ from tests.deploy.manifests import load_script
 check = load_script("k8s/check_candidate.py")
 
 
+# what a candidate records beside accuracy and F1, inside the gate's ECE and robustness floor
+CALIBRATED_AND_ROBUST = {"calibration_error": 0.03, "jpeg_q75.accuracy": 0.9}
+
+
 def _meta(version: str, **metrics: float) -> ModelMeta:
-    return ModelMeta(version=version, metrics=metrics)
+    return ModelMeta(version=version, metrics={**CALIBRATED_AND_ROBUST, **metrics})
 
 
 def test_a_candidate_above_the_gate_passes_with_no_primary():
@@ -26,6 +30,13 @@ def test_a_candidate_below_the_gate_is_refused():
     assert verdict.reasons == ("accuracy 0.8400 < 0.85",)
 
 
+def test_a_miscalibrated_or_fragile_candidate_is_refused():
+    verdict = check.judge(_meta("new", accuracy=0.93, f1=0.92, calibration_error=0.08))
+    assert verdict.reasons == ("calibration_error (ECE) 0.0800 > 0.05",)
+    verdict = check.judge(_meta("new", accuracy=0.93, f1=0.92, **{"jpeg_q75.accuracy": 0.7}))
+    assert verdict.reasons == ("jpeg_q75.accuracy 0.7000 < 0.8",)
+
+
 def test_a_candidate_much_worse_than_the_primary_is_refused():
     verdict = check.judge(_meta("new", accuracy=0.93, f1=0.90), _meta("old", f1=0.95))
     assert not verdict.passed
@@ -37,7 +48,7 @@ def test_a_candidate_slightly_worse_than_the_primary_passes():
 
 
 def test_a_candidate_without_metrics_is_refused():
-    verdict = check.judge(_meta("new"))
+    verdict = check.judge(ModelMeta(version="new"))
     assert verdict.reasons == ("the candidate records no accuracy, f1",)
 
 

@@ -21,7 +21,7 @@ TINY = {  # the repository's params.yaml, shrunk to seconds
              "generator_steps": 5},
     "train": {"image_size": 32, "epochs": 1, "warmup_epochs": 0, "batch_size": 8,
               "num_workers": 1},
-    "gate": {"min_accuracy": 0.0, "min_f1": 0.0},
+    "gate": {"min_accuracy": 0.0, "min_f1": 0.0, "max_ece": 1.0, "min_robust_accuracy": 0.0},
 }  # fmt: skip
 
 

@@ -1,17 +1,25 @@
 import itertools
+import json
 import os
 
+import httpx
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
 
 from common.checkpoint import load_checkpoint
+from common.image import prepare_image
+from common.model import to_model_input
 from common.pretrained import resolve_pretrained
+from tests.conftest import next_api_key, reconfigured
 from train import driver, export, tracking
-from train.data import data_fingerprint, list_split
-from train.evaluate import QualityGate
+from train.calibration import fit_temperature
+from train.data import data_fingerprint, list_split, split_validation
+from train.evaluate import QualityGate, predict_logits
 from train.export import QualityGateFailed
 from train.loop import TrainConfig, lr_factor
+from train.robustness import CONDITIONS, degrade
 from train.run_context import RunContext
 
 pytestmark = pytest.mark.train
@@ -49,7 +57,8 @@ def tracked_run(ray_instance, tiny_demo, mlflow_server, tmp_path_factory):
             "--data-dir", str(tiny_demo), "--image-size", "32", "--epochs", "1",
             "--batch-size", "8", "--warmup-epochs", "0", "--num-workers", "2",
             "--storage-path", str(tmp / "runs"), "--name", "tracked", "--out", str(out),
-            "--min-accuracy", "0", "--min-f1", "0", "--register-as", REGISTERED,
+            "--min-accuracy", "0", "--min-f1", "0", "--max-ece", "1",
+            "--min-robust-accuracy", "0", "--register-as", REGISTERED,
             "--architecture", "tf_efficientnet_lite0", "--pretrained", "imagenet",
         ])  # fmt: skip
         yield {"code": code, "out": out, "uri": mlflow_server, "data": tiny_demo}
@@ -117,6 +126,111 @@ def test_serving_loads_the_registered_model_by_models_uri(tracked_run, monkeypat
     assert (tracked_run["out"].parent / "evaluation.json").is_file()
 
 
+def _report(tracked_run) -> dict:
+    return json.loads((tracked_run["out"].parent / "evaluation.json").read_text())
+
+
+def test_evaluation_carries_the_robustness_table_into_json_mlflow_and_the_checkpoint(tracked_run):
+    report = _report(tracked_run)
+    assert set(report["robustness"]) == set(CONDITIONS)
+    for figures in report["robustness"].values():
+        assert figures["count"] == 12  # the tiny test split
+        assert 0 <= figures["accuracy"] <= 1 and 0 <= figures["calibration_error"] <= 1
+        assert 0 <= figures["roc_auc"] <= 1
+    robust = report["robustness"]["jpeg_q75"]
+
+    _, meta = load_checkpoint(tracked_run["out"])
+    assert meta.metrics["jpeg_q75.accuracy"] == robust["accuracy"]
+    assert (
+        meta.metrics["half_size.calibration_error"]
+        == report["robustness"]["half_size"]["calibration_error"]
+    )
+    assert meta.metrics["accuracy"] == report["test"]["accuracy"]
+    run = _mlflow_run(MlflowClient(tracked_run["uri"]))
+    assert run.data.metrics["test.jpeg_q75.accuracy"] == pytest.approx(robust["accuracy"])
+    assert run.data.metrics["test.center_crop_80.roc_auc"] == pytest.approx(
+        report["robustness"]["center_crop_80"]["roc_auc"]
+    )
+    assert run.data.metrics["calibration.temperature"] == report["calibration"]["temperature"]
+    rows = (tracked_run["out"].parent / "robustness.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["condition", "clean", *CONDITIONS]
+
+
+def test_the_calibration_is_fitted_on_validation_and_stored_in_the_checkpoint(tracked_run):
+    report = _report(tracked_run)
+    model, meta = load_checkpoint(tracked_run["out"])
+    _, val_files = split_validation(list_split(str(tracked_run["data"]), "train"), 0.1, 0)
+    expected = fit_temperature(predict_logits(model, meta, val_files), val_files.labels)
+
+    assert report["calibration"] == expected
+    assert meta.calibration == expected
+    assert expected["method"] == "temperature" and expected["temperature"] > 0
+    assert set(report["calibration_ece"]) == {
+        "validation_before", "validation_after", "test_before", "test_after",
+    }  # fmt: skip
+
+
+def test_serving_applies_the_checkpoints_calibration(tracked_run, served_app):
+    """A served probability is sigmoid(logit / T) of the bare `common/` pipeline and model."""
+    model, meta = load_checkpoint(tracked_run["out"])
+    temperature = meta.calibration["temperature"]
+    fake = sorted((tracked_run["data"] / "test" / "FAKE").iterdir())[0]
+    data = degrade(fake.read_bytes(), "jpeg_q75")  # a JPEG upload, as clients send
+    pixels = torch.from_numpy(prepare_image(data, meta.image_size).pixels)[None]
+    with torch.inference_mode():
+        logit = float(model(to_model_input(pixels, meta.mean, meta.std, "cpu"))[0])
+    expected = 1 / (1 + np.exp(-logit / temperature))
+    assert abs(expected - 1 / (1 + np.exp(-logit))) > 1e-3  # the calibration changes it
+
+    uri = str(tracked_run["out"])
+    with reconfigured(served_app, {"Classifier": {"model_uri": uri},
+                                   "Explainer": {"model_uri": uri}}):  # fmt: skip
+        headers = {"X-API-Key": next_api_key()}
+        with httpx.Client(base_url=served_app.url, headers=headers, timeout=60) as http:
+            single = http.post("/predict", files={"file": ("x.jpg", data)})
+            batch = http.post("/predict/batch", files=[("files", ("x.jpg", data))])
+            explained = http.post("/predict/explain", files={"file": ("x.jpg", data)})
+
+    assert single.status_code == 200, single.text
+    assert single.json()["model_version"] == meta.version
+    assert single.json()["probability"] == pytest.approx(expected, abs=1e-4)
+    assert batch.status_code == 200, batch.text
+    assert batch.json()["results"][0]["probability"] == pytest.approx(expected, abs=1e-4)
+    assert explained.status_code == 200, explained.text
+    assert explained.json()["probability"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_gate_refuses_on_calibration_error_and_on_the_robustness_floor(
+    tracked_run, tmp_path, capsys
+):
+    report = _report(tracked_run)
+    ece = report["test"]["calibration_error"]
+    assert ece > 0
+    common = [str(tracked_run["out"]), "--evaluation",
+              str(tracked_run["out"].parent / "evaluation.json"), "--version", "gated",
+              "--min-accuracy", "0", "--min-f1", "0"]  # fmt: skip
+
+    out = tmp_path / "ece" / "model.safetensors"
+    code = export.main([*common, "--out", str(out), "--max-ece", str(ece / 2),
+                        "--min-robust-accuracy", "0"])  # fmt: skip
+    assert code == export.EXIT_GATE_FAILED == 4
+    assert not out.exists()
+    assert f"calibration_error (ECE) {ece:.4f} > {ece / 2}" in capsys.readouterr().err
+
+    robust = report["robustness"]["jpeg_q50"]["accuracy"]
+    code = export.main([*common, "--out", str(out), "--max-ece", "1", "--robustness-condition",
+                        "jpeg_q50", "--min-robust-accuracy", "1.01"])  # fmt: skip
+    assert code == 4
+    assert not out.exists()
+    assert f"jpeg_q50.accuracy {robust:.4f} < 1.01" in capsys.readouterr().err
+
+    code = export.main([*common, "--out", str(out), "--max-ece", str(ece),
+                        "--robustness-condition", "jpeg_q50", "--min-robust-accuracy",
+                        str(robust)])  # fmt: skip
+    assert code == 0
+    assert load_checkpoint(out)[1].metrics["jpeg_q50.accuracy"] == robust
+
+
 def test_export_exits_4_and_writes_nothing_below_the_gate(tracked_run, tmp_path, capsys):
     out = tmp_path / "refused" / "model.safetensors"
     code = export.main([
@@ -132,7 +246,8 @@ def test_export_exits_4_and_writes_nothing_below_the_gate(tracked_run, tmp_path,
     code = export.main([
         str(tracked_run["out"]), "--evaluation",
         str(tracked_run["out"].parent / "evaluation.json"), "--out", str(passed),
-        "--version", "passed", "--min-accuracy", "0", "--min-f1", "0",
+        "--version", "passed", "--min-accuracy", "0", "--min-f1", "0", "--max-ece", "1",
+        "--min-robust-accuracy", "0",
     ])  # fmt: skip
     assert code == 0
     assert load_checkpoint(passed)[1].version == "passed"

@@ -19,7 +19,8 @@ def test_a_two_trial_asha_sweep_exports_and_registers_its_best_trial(
         "--grace-period", "1", "--warmup-epochs", "0", "--image-size", "32",
         "--num-workers", "1", "--max-concurrent-trials", "2", "--seed", "0",
         "--storage-path", str(tmp_path / "tune"), "--out", str(out),
-        "--min-accuracy", "0", "--min-f1", "0", "--register-as", REGISTERED,
+        "--min-accuracy", "0", "--min-f1", "0", "--max-ece", "1", "--min-robust-accuracy", "0",
+        "--register-as", REGISTERED,
         "--architecture", "tf_efficientnet_lite0", "--pretrained", "imagenet",
     ]  # fmt: skip
 
