@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -44,12 +43,6 @@ def _write(out: Path, name: str, report: dict) -> Path:
 def _read(out: Path, name: str) -> dict | None:
     path = out / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cores() -> int:
@@ -220,11 +213,18 @@ def stage_served(args) -> dict:
         served_probabilities,
     )
     from bench.gpu_monitor import GpuSampler
-    from bench.serving import benchmark, gpu_serve_changes, start_served, stop, wait_healthy
+    from bench.serving import (
+        benchmark,
+        free_port,
+        gpu_serve_changes,
+        start_served,
+        stop,
+        wait_healthy,
+    )
 
     checkpoint, images = _checkpoint(args), _images(args)
     changes = gpu_serve_changes(_cores(), args.device)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     served, config_path = start_served(checkpoint, port, changes, log=args.out / "serve_run.log")
@@ -255,9 +255,9 @@ def stage_served(args) -> dict:
 
 def stage_baseline(args) -> dict:
     from bench.gpu_monitor import GpuSampler
-    from bench.serving import benchmark, start_baseline, stop, wait_healthy
+    from bench.serving import benchmark, free_port, start_baseline, stop, wait_healthy
 
-    port = _free_port()
+    port = free_port()
     process = start_baseline(_checkpoint(args), port, args.device, _threads(args))
     try:
         wait_healthy(f"http://127.0.0.1:{port}", process)

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess  # nosec B404
 import sys
 import tempfile
@@ -49,9 +50,17 @@ DEFAULT_CHECKPOINT = ROOT / "artifacts" / "demo" / "model.safetensors"
 DEFAULT_OUT = ROOT / "artifacts" / "bench" / "serving.json"
 
 
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def serving_env(haproxy_dir: Path | None = None) -> dict[str, str]:
     """The tuned Serve settings from serving.env; HAProxy ones only when `haproxy` is
-    installed, with its files under `haproxy_dir` so that instances never share them."""
+    installed, with its files under `haproxy_dir` and its stats and exporter ports free ones,
+    so that instances on one machine (tests, benchmarks) never share them."""
     env = {}
     for line in (ROOT / "serving.env").read_text().splitlines():
         line = line.strip()
@@ -67,6 +76,8 @@ def serving_env(haproxy_dir: Path | None = None) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "admin.sock"),
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         }
     return env
 

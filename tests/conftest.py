@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import ray
 import torch
 import yaml
 
-from bench.serving import serving_env
+from bench.serving import free_port, serving_env
 from common.checkpoint import ModelMeta, save_checkpoint
 from common.drift import window_statistics
 from common.image import prepare_image
@@ -42,12 +41,6 @@ APP_ENV = {
     "API_KEYS": ",".join(TEST_KEYS),
     "RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT_PER_MINUTE),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_checkpoint(path: Path, version: str, seed: int, image_size: int = TEST_IMAGE_SIZE) -> Path:

@@ -92,6 +92,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        raw = dict(raw)
+        if "pretrained_path" in raw:  # checkpoints trained before `pretrained` replaced it
+            legacy = raw.pop("pretrained_path")
+            raw.setdefault("pretrained", legacy or "none")
         return strict_dataclass(cls, raw, "training config")
 
 

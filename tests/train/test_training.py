@@ -40,6 +40,15 @@ def test_lr_warms_up_then_decays_by_cosine():
     assert factors[-1] == pytest.approx(0.01)
 
 
+def test_a_config_stored_before_pretrained_existed_still_reads():
+    """Checkpoints from before `pretrained` carry `pretrained_path` (None: from scratch)."""
+    assert TrainConfig.from_dict({"pretrained_path": None}).pretrained == "none"
+    legacy = TrainConfig.from_dict({"pretrained_path": "/w.safetensors"})
+    assert legacy.pretrained == "/w.safetensors"
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"pretrained_path": None, "no_such_knob": 1})
+
+
 def test_fault_injection_needs_a_marker_file():
     with pytest.raises(ValueError, match="fail_marker"):
         RunContext(fail_at_epoch=2)
