@@ -73,9 +73,14 @@ bench: $(DEMO_MODEL) | $(VENV)/.installed-dev
 # machine with an NVIDIA GPU; GPU_RUN_ARGS="--device cpu --quick" rehearses it on a CPU.
 GPU_RUN_OUT ?= artifacts/gpu_run
 GPU_RUN_ARGS ?= --device cuda
-.PHONY: bench-gpu
+.PHONY: bench-gpu bench-gpu-rehearsal
 bench-gpu:
 	bench/gpu_run.sh $(GPU_RUN_ARGS) $(GPU_RUN_OUT)
+
+# The GPU run end to end on this machine's CPU with tiny counts (4-7 min), checked by a test:
+# run it before spending a lent GPU's minutes.
+bench-gpu-rehearsal: | $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m rehearsal tests/bench/test_gpu_run.py
 
 resilience: $(DEMO_MODEL) | $(VENV)/.installed-dev
 	@command -v hey >/dev/null || { echo "resilience needs hey: apt-get install hey"; exit 2; }

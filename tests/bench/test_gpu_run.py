@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.rehearsal,  # `make bench-gpu-rehearsal`: minutes, so not part of `make test`
     pytest.mark.skipif(
         shutil.which("hey") is None, reason="hey is not installed (apt install hey)"
     ),

