@@ -8,6 +8,7 @@ by their leading bytes, and sizes are checked from the header before any pixel i
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
 _RESAMPLE = Image.Resampling.BILINEAR
 _ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels become white, as on a product page
 _SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")  # `<_io.BytesIO object at 0x7f…>`
+_MAX_REASON_CHARS = 200
 
 
 class ImageError(ValueError):
@@ -127,10 +130,10 @@ def _decode(
     fmt = sniff_format(data)
     try:
         image = Image.open(io.BytesIO(data), formats=[fmt])
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(_too_many_pixels(limits)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImage(f"the {fmt} file cannot be read: {exc}") from None
+        raise CorruptImage(f"the {fmt} file cannot be read: {_reason(exc, fmt)}") from None
     _check_dimensions(image.size, limits)
     if getattr(image, "n_frames", 1) > 1:
         raise UnsupportedImageFormat("animated images are not supported: send a single frame")
@@ -141,10 +144,10 @@ def _decode(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageTooLarge(str(exc)) from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageTooLarge(_too_many_pixels(limits)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImage(f"the {fmt} file is damaged: {exc}") from None
+        raise CorruptImage(f"the {fmt} file is damaged: {_reason(exc, fmt)}") from None
     return _to_rgb(_upright(image)), fmt, upright_size
 
 
@@ -162,6 +165,22 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
         raise ImageTooLarge(
             f"the image has {width * height} pixels; the limit is {limits.max_pixels}"
         )
+
+
+def _reason(exc: BaseException, fmt: str) -> str:
+    """Pillow's complaint as a plain phrase for the client: no object reprs with heap
+    addresses, bounded length."""
+    if isinstance(exc, UnidentifiedImageError):
+        return f"its content is not a valid {fmt} image"
+    reason = " ".join(_OBJECT_REPR.sub("the upload", str(exc)).split()).rstrip(".")
+    if len(reason) > _MAX_REASON_CHARS:
+        reason = reason[: _MAX_REASON_CHARS - 1] + "…"
+    return reason or "its content is malformed"
+
+
+def _too_many_pixels(limits: ImageLimits) -> str:
+    # Pillow's own message names its internal limit; the contract's limit is ours.
+    return f"the image is over the {limits.max_pixels}-pixel limit"
 
 
 def _draft_target(size: tuple[int, int], draft_size: int) -> tuple[int, int]:

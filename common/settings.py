@@ -34,6 +34,7 @@ class Settings:
     api_key_hashes: frozenset[str] = field(default_factory=frozenset, repr=False)
     require_auth: bool = False
     rate_limit_per_minute: int = 60  # per API key (per client address when auth is off); 0 = off
+    auth_failures_per_minute: int = 20  # failed authentications per client address; 0 = off
     trusted_proxies: frozenset[str] = frozenset()  # peers whose X-Forwarded-For is believed
     model_uri: str | None = None  # overrides the Classifier's user_config model_uri
     shadow_model_uri: str | None = None  # overrides the Shadow's user_config model_uri
@@ -62,6 +63,7 @@ class Settings:
             api_key_hashes=frozenset(hashes),
             require_auth=require_auth,
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60),
+            auth_failures_per_minute=_int(env, "AUTH_FAILURES_PER_MINUTE", 20),
             trusted_proxies=frozenset(_csv(env, "TRUSTED_PROXIES")),
             model_uri=env.get("MODEL_URI") or None,
             shadow_model_uri=env.get("SHADOW_MODEL_URI") or None,

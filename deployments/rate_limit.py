@@ -3,7 +3,9 @@
 The counters live in one replica (the `limits` library's moving window over its memory
 storage), so a limit holds for the whole application however many ingress replicas there are.
 Requests are counted per API key (its digest) when authentication is on, else per client
-address; `X-Forwarded-For` is believed only from `TRUSTED_PROXIES`. If the limiter cannot be
+address; `X-Forwarded-For` is believed only from `TRUSTED_PROXIES`. Failed authentications
+are counted per client address by `FailedAuthLimit` (its own budget in the same RateLimiter),
+so guessing keys costs the guesser, never a client with a valid key. If the limiter cannot be
 reached in time the request is let through and the failure logged (availability first).
 """
 
@@ -23,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deployments.errors import error_response
 
-__all__ = ["RateLimitMiddleware", "RateLimiter", "client_address"]
+__all__ = ["FailedAuthLimit", "RateLimitMiddleware", "RateLimiter", "client_address"]
 
 logger = logging.getLogger("ray.serve")
 _NAMESPACE = "ppd"
@@ -56,6 +58,40 @@ def client_address(scope: Scope, trusted_proxies: frozenset[str]) -> str:
     return peer
 
 
+class FailedAuthLimit:
+    """At most `per_minute` failed authentications per client address (0: no limit)."""
+
+    def __init__(
+        self,
+        *,
+        limiter: DeploymentHandle,
+        per_minute: int,
+        trusted_proxies: frozenset[str] = frozenset(),
+        timeout_s: float = 2.0,
+    ) -> None:
+        if per_minute < 0:
+            raise ValueError("per_minute must be >= 0 (0 turns the limit off)")
+        self.limiter = limiter
+        self.per_minute = per_minute
+        self.trusted_proxies = trusted_proxies
+        self.timeout_s = timeout_s
+
+    async def count_failure(self, scope: Scope) -> int:
+        """Count one failed attempt from this request's client: 0 while within the limit,
+        else the seconds until the client may try again."""
+        if not self.per_minute:
+            return 0
+        client = f"failed-auth:{client_address(scope, self.trusted_proxies)}"
+        try:
+            allowed, retry_after = await asyncio.wait_for(
+                self.limiter.hit.remote(client, self.per_minute), self.timeout_s
+            )
+        except Exception:  # unreachable or slow limiter: the client still gets its 401
+            logger.exception("rate limiter unavailable; failed authentication not counted")
+            return 0
+        return 0 if allowed else retry_after
+
+
 class RateLimitMiddleware:
     def __init__(
         self,
@@ -68,6 +104,7 @@ class RateLimitMiddleware:
         timeout_s: float = 2.0,
         on_reject: Callable[[], None] | None = None,
     ) -> None:
+        """Per-key (per-address without auth) limit of the protected routes; 0 turns it off."""
         if per_minute < 0:
             raise ValueError("per_minute must be >= 0 (0 turns the limit off)")
         self.app = app

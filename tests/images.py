@@ -4,6 +4,8 @@ the formats and modes clients send."""
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from functools import cache
 
 import numpy as np
@@ -68,3 +70,15 @@ def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
 
 def image_bytes(index: int = 0, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
     return encode(to_mode(crop(index), mode), fmt)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG of a few bytes that declares `width` x `height` px (its pixel data is missing)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))  # fmt: skip
