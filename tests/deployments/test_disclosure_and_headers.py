@@ -62,14 +62,15 @@ def test_a_plain_request_id_of_128_characters_is_kept(client):
 
 def test_batch_returns_sanitised_base_names(client):
     names = ["../../etc/passwd", "C:\\Users\\me\\photo.jpg", "\x1b[31mred\x1b[0m.jpg",
-             "invoice\u202egpj.exe", "a" * 300 + ".jpg", "..", "line\nbreak.png"]  # fmt: skip
+             "invoice\u202egpj.exe", "a" * 300 + ".jpg", "..",
+             "zero\u200bwidth\u2028line.png"]  # fmt: skip
     response = client.post(
         "/predict/batch", files=[("files", (name, image_bytes(i))) for i, name in enumerate(names)]
     )
     assert response.status_code == 200, response.text
     assert [item["filename"] for item in response.json()["results"]] == [
         "passwd", "photo.jpg", "red.jpg", "invoicegpj.exe", "a" * 99 + "…", "file-5",
-        "linebreak.png",
+        "zerowidthline.png",
     ]  # fmt: skip
 
 
