@@ -12,6 +12,8 @@ reached in time the request is let through and the failure logged (availability 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import logging
 import math
 import time
@@ -47,15 +49,37 @@ class RateLimiter:
 
 def client_address(scope: Scope, trusted_proxies: frozenset[str]) -> str:
     """The client's address: the TCP peer, or, behind a trusted proxy, the nearest untrusted
-    address in X-Forwarded-For."""
+    address in X-Forwarded-For (`trusted_proxies`: addresses or CIDR ranges)."""
     peer = (scope.get("client") or ("unknown", 0))[0]
-    if peer not in trusted_proxies:
+    if not _is_trusted(peer, trusted_proxies):
         return peer
     forwarded = Headers(scope=scope).get("x-forwarded-for", "")
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-        if hop not in trusted_proxies:
+        if not _is_trusted(hop, trusted_proxies):
             return hop
     return peer
+
+
+def _is_trusted(address: str, trusted_proxies: frozenset[str]) -> bool:
+    """An exact entry of TRUSTED_PROXIES, or inside one of its CIDR ranges (a cloud load
+    balancer's proxies, e.g. GKE's 35.191.0.0/16 and 130.211.0.0/22)."""
+    if address in trusted_proxies:
+        return True
+    networks = _networks(trusted_proxies)
+    if not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+@functools.cache
+def _networks(
+    trusted_proxies: frozenset[str],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies if "/" in p)
 
 
 class FailedAuthLimit:

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from common.settings import Settings, hash_api_key
+from common.settings import Settings, SettingsError, hash_api_key
 from deployments.auth import key_matches
 from deployments.rate_limit import client_address
 from tests.conftest import (
@@ -126,6 +126,15 @@ def test_the_failure_limit_stays_on_when_the_per_key_limit_is_off():
     assert Settings.from_env({"AUTH_FAILURES_PER_MINUTE": "0"}).auth_failures_per_minute == 0
 
 
+def test_trusted_proxies_must_be_addresses_or_ranges():
+    assert Settings.from_env({"TRUSTED_PROXIES": "10.0.0.2, 35.191.0.0/16"}).trusted_proxies == {
+        "10.0.0.2",
+        "35.191.0.0/16",
+    }
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
+        Settings.from_env({"TRUSTED_PROXIES": "haproxy.local"})
+
+
 def test_keys_compare_by_digest():
     hashes = frozenset({hash_api_key("alpha"), hash_api_key("beta")})
     assert key_matches("beta", hashes)
@@ -142,6 +151,9 @@ def test_keys_compare_by_digest():
          "198.51.100.1"),
         ("10.0.0.2", "6.6.6.6, 198.51.100.1", frozenset({"10.0.0.2"}), "198.51.100.1"),
         ("10.0.0.2", "", frozenset({"10.0.0.2"}), "10.0.0.2"),
+        ("35.191.7.8", "198.51.100.1, 130.211.0.9", frozenset({"35.191.0.0/16", "130.211.0.0/22"}),
+         "198.51.100.1"),  # a load balancer's proxies as CIDR ranges
+        ("35.192.0.1", "198.51.100.1", frozenset({"35.191.0.0/16"}), "35.192.0.1"),
     ],
 )  # fmt: skip
 def test_forwarded_for_is_believed_only_from_trusted_proxies(peer, forwarded, trusted, expected):
