@@ -11,6 +11,7 @@ Truncated or damaged data is refused (`CorruptImage`), never decoded in part.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -42,6 +43,8 @@ _RESAMPLE = Image.Resampling.BILINEAR
 _ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels become white, as on a product page
 _SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)  # Pillow's "cannot read"
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")  # `<_io.BytesIO object at 0x7f…>`
+_MAX_REASON_CHARS = 200
 
 
 class ImageError(ValueError):
@@ -121,7 +124,7 @@ def decode_image(
         raise ValueError(f"frame {frame} is not in an image of {frames} frame(s)")
     if draft_size and fmt == "JPEG":
         image.draft(None, _draft_target(image.size, draft_size))
-    return next(_pictures(image, fmt, [frame]))[1]
+    return next(_pictures(image, fmt, [frame], limits))[1]
 
 
 def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
@@ -161,7 +164,7 @@ def _prepare(data: bytes, size: int, limits: ImageLimits, first_only: bool) -> l
     indices = [0] if first_only else judged_frame_indices(frames, limits.judged_frames)
     return [
         PreparedImage(resize_for_model(picture, size), width, height, fmt, len(data), index)
-        for index, picture in _pictures(image, fmt, indices)
+        for index, picture in _pictures(image, fmt, indices, limits)
     ]
 
 
@@ -175,10 +178,10 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, int]:
     fmt = sniff_format(data)
     try:
         image = Image.open(io.BytesIO(data), formats=[fmt])
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(_too_many_pixels(limits)) from None
     except (UnidentifiedImageError, *_READ_ERRORS) as exc:
-        raise CorruptImage(f"the {fmt} file cannot be read: {exc}") from None
+        raise CorruptImage(f"the {fmt} file cannot be read: {_reason(exc, fmt)}") from None
     # A JPEG's extra pictures (MPO: HDR gain map, preview) are never read: the primary is judged.
     frames = 1 if fmt == "JPEG" else getattr(image, "n_frames", 1)
     _check_dimensions(image.size, frames, limits)
@@ -193,11 +196,11 @@ def _verify_png(data: bytes) -> None:
     try:
         Image.open(io.BytesIO(data), formats=["PNG"]).verify()
     except _READ_ERRORS as exc:
-        raise CorruptImage(f"the PNG file is truncated or damaged: {exc}") from None
+        raise CorruptImage(f"the PNG file is truncated or damaged: {_reason(exc, 'PNG')}") from None
 
 
 def _pictures(
-    image: Image.Image, fmt: str, indices: list[int]
+    image: Image.Image, fmt: str, indices: list[int], limits: ImageLimits
 ) -> Iterator[tuple[int, Image.Image]]:
     """(index, upright RGB picture) for each frame index, in increasing order."""
     for index in indices:
@@ -207,11 +210,11 @@ def _pictures(
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image.load()
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise ImageTooLarge(str(exc)) from None
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ImageTooLarge(_too_many_pixels(limits)) from None
         except _READ_ERRORS as exc:
             where = f"frame {index} of the {fmt} file" if index else f"the {fmt} file"
-            raise CorruptImage(f"{where} is truncated or damaged: {exc}") from None
+            raise CorruptImage(f"{where} is truncated or damaged: {_reason(exc, fmt)}") from None
         yield index, _to_rgb(_upright(image))
 
 
@@ -234,6 +237,22 @@ def _check_dimensions(size: tuple[int, int], frames: int, limits: ImageLimits) -
         else:
             what = f"the image has {pixels} pixels"
         raise ImageTooLarge(f"{what} to decode; the limit is {limits.max_pixels}")
+
+
+def _reason(exc: BaseException, fmt: str) -> str:
+    """Pillow's complaint as a plain phrase for the client: no object reprs with heap
+    addresses, bounded length."""
+    if isinstance(exc, UnidentifiedImageError):
+        return f"its content is not a valid {fmt} image"
+    reason = " ".join(_OBJECT_REPR.sub("the upload", str(exc)).split()).rstrip(".")
+    if len(reason) > _MAX_REASON_CHARS:
+        reason = reason[: _MAX_REASON_CHARS - 1] + "…"
+    return reason or "its content is malformed"
+
+
+def _too_many_pixels(limits: ImageLimits) -> str:
+    # Pillow's own message names its internal limit; the contract's limit is ours.
+    return f"the image is over the {limits.max_pixels}-pixel limit"
 
 
 def _draft_target(size: tuple[int, int], draft_size: int) -> tuple[int, int]:

@@ -8,6 +8,7 @@ here and only their SHA-256 digests are kept.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ class Settings:
     api_key_hashes: frozenset[str] = field(default_factory=frozenset, repr=False)
     require_auth: bool = False
     rate_limit_per_minute: int = 60  # per API key (per client address when auth is off); 0 = off
-    trusted_proxies: frozenset[str] = frozenset()  # peers whose X-Forwarded-For is believed
+    auth_failures_per_minute: int = 20  # failed authentications per client address; 0 = off
+    trusted_proxies: frozenset[str] = frozenset()  # peers (IPs, CIDRs) whose X-Forwarded-For counts
     model_uri: str | None = None  # overrides the Classifier's user_config model_uri
     shadow_model_uri: str | None = None  # overrides the Shadow's user_config model_uri
     log_level: str = "INFO"
@@ -58,11 +60,20 @@ class Settings:
         log_level = env.get("LOG_LEVEL", "INFO").strip().upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise SettingsError(f"LOG_LEVEL must be a logging level name, not {log_level!r}")
+        trusted_proxies = frozenset(_csv(env, "TRUSTED_PROXIES"))
+        for proxy in trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"TRUSTED_PROXIES must hold IP addresses or CIDR ranges, not {proxy!r}"
+                ) from None
         return cls(
             api_key_hashes=frozenset(hashes),
             require_auth=require_auth,
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60),
-            trusted_proxies=frozenset(_csv(env, "TRUSTED_PROXIES")),
+            auth_failures_per_minute=_int(env, "AUTH_FAILURES_PER_MINUTE", 20),
+            trusted_proxies=trusted_proxies,
             model_uri=env.get("MODEL_URI") or None,
             shadow_model_uri=env.get("SHADOW_MODEL_URI") or None,
             log_level=log_level,

@@ -3,12 +3,15 @@
 `build_api(ingress)` runs inside each Ingress replica (Serve's `__serve_build_asgi_app__`), so
 routes and middleware close over that replica's handles and settings. Routes are thin: read the
 upload, one call on the Ingress, shape the response. Middleware order, outermost first:
-request metrics and in-flight limit, body size, API key, rate limit.
+security headers, request metrics and in-flight limit, body size, API key (and the limit on
+failed keys), rate limit.
 """
 
 from __future__ import annotations
 
 import base64
+import re
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +30,7 @@ from deployments.body_limit import BodySizeLimitMiddleware
 from deployments.classifier import Prediction
 from deployments.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id_of
 from deployments.metrics import METRIC_PREFIX
-from deployments.rate_limit import RateLimitMiddleware
+from deployments.rate_limit import FailedAuthLimit, RateLimitMiddleware
 from deployments.request_metrics import RequestMetricsMiddleware
 from deployments.schemas import (
     BatchItem,
@@ -39,6 +42,7 @@ from deployments.schemas import (
     LivenessResponse,
     PredictResponse,
 )
+from deployments.security_headers import DOCS_POLICY, PAGE_POLICY, SecurityHeadersMiddleware
 
 if TYPE_CHECKING:
     from deployments.ingress import Ingress
@@ -48,6 +52,9 @@ __all__ = ["build_api"]
 STATIC_DIR = Path(__file__).parent / "static"
 MULTIPART_OVERHEAD = 64 * 1024  # bytes of multipart framing allowed on top of the files
 METRICS_TIMEOUT_S = 5.0
+MAX_FILENAME_CHARS = 100  # of a client's file name echoed in /predict/batch
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')  # name="escaped value"
+_ANSI_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")  # CSI and 2-byte sequences
 
 # Declares the key in the OpenAPI document (Swagger's "Authorize"); ApiKeyMiddleware checks it.
 _API_KEY_DOC = {"dependencies": [Depends(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))]}
@@ -70,13 +77,21 @@ def build_api(ingress: Ingress) -> FastAPI:
         limiter=ingress.rate_limiter,
         per_minute=settings.rate_limit_per_minute,
         trusted_proxies=settings.trusted_proxies,
-        on_reject=ingress.metrics.rate_limited.inc,
+        on_reject=lambda: ingress.metrics.rate_limited.inc(tags={"limit": "requests"}),
     )
     api.add_middleware(
         ApiKeyMiddleware,
         key_hashes=settings.api_key_hashes,
         required=settings.require_auth,
         on_failure=lambda reason: ingress.metrics.auth_failures.inc(tags={"reason": reason}),
+        failure_limit=FailedAuthLimit(
+            limiter=ingress.rate_limiter,
+            per_minute=settings.auth_failures_per_minute,
+            trusted_proxies=settings.trusted_proxies,
+        ),
+        on_failure_limited=lambda: ingress.metrics.rate_limited.inc(
+            tags={"limit": "auth_failures"}
+        ),
     )
     single = settings.max_file_bytes + MULTIPART_OVERHEAD
     api.add_middleware(
@@ -94,6 +109,11 @@ def build_api(ingress: Ingress) -> FastAPI:
         metrics=ingress.metrics,
         limit=lambda: ingress.config.max_inflight_requests,
         on_inflight=ingress.set_inflight,
+    )
+    api.add_middleware(
+        SecurityHeadersMiddleware,
+        policies={"/": PAGE_POLICY, "/docs": DOCS_POLICY},
+        inline_script_paths=["/docs"],
     )
 
     @api.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES,
@@ -234,7 +254,18 @@ async def _uploads(request: Request, field: str, max_files: int) -> list[tuple[s
         raise ApiError(422, "validation_error", f"send exactly one `{field}`, not {len(values)}")
     if len(values) > max_files:
         raise ApiError(413, "too_large", f"{len(values)} files; at most {max_files} per request")
-    return [(v.filename or f"file-{i}", await v.read()) for i, v in enumerate(values)]
+    return [(_safe_filename(v.filename, i), await v.read()) for i, v in enumerate(values)]
+
+
+def _safe_filename(name: str | None, index: int) -> str:
+    """The base name a client gave, safe to show: no folders, no ANSI escape sequences, no
+    control, format (bidi override) or separator characters, at most MAX_FILENAME_CHARS."""
+    base = _ANSI_ESCAPE.sub("", re.split(r"[/\\]", name or "")[-1])
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C"
+                   and unicodedata.category(c) not in ("Zl", "Zp")).strip()  # fmt: skip
+    if len(base) > MAX_FILENAME_CHARS:
+        base = base[: MAX_FILENAME_CHARS - 1] + "…"
+    return base if base.strip(".") else f"file-{index}"
 
 
 async def _application_metrics() -> str:
@@ -268,5 +299,18 @@ def _only_application_families(texts: list[str]) -> str:
                     seen_headers.add(line)
                     lines.append(line)
             elif line.startswith(METRIC_PREFIX):
-                lines.append(line)
+                lines.append(_without_runtime_labels(line))
     return "\n".join(lines) + "\n"
+
+
+def _without_runtime_labels(sample: str) -> str:
+    """A sample line keeping only the lowercase labels: Serve's (application, deployment,
+    replica), ours (route, status, kind, ...) and `le`. Ray's runtime labels are CamelCase
+    (SessionName, WorkerId, NodeAddress, JobId, Version, Component) and say where the
+    cluster runs, not what the application does: the open route does not show them."""
+    name, brace, rest = sample.partition("{")
+    if not brace:
+        return sample
+    labels, _, value = rest.rpartition("}")
+    kept = [m.group(0) for m in _LABEL.finditer(labels) if m.group(1).islower()]
+    return f"{name}{{{','.join(kept)}}}{value}"

@@ -100,7 +100,9 @@ def ingress_metrics() -> IngressMetrics:
                               boundaries=_FILES),
         validation_errors=Counter("ppd_validation_errors", "refused uploads by kind",
                                   tag_keys=("kind",)),
-        rate_limited=Counter("ppd_rate_limited", "requests refused by the rate limit"),
+        rate_limited=Counter("ppd_rate_limited", "requests refused by a rate limit: per key "
+                             "(limit=requests) or per address for failed keys (auth_failures)",
+                             tag_keys=("limit",)),
         auth_failures=Counter("ppd_auth_failures", "requests with a missing or invalid key",
                               tag_keys=("reason",)),
         overload_rejections=Counter("ppd_overload_rejections",

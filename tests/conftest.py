@@ -36,10 +36,15 @@ DEPLOY_TIMEOUT_S = 300  # until the application is RUNNING after a deploy
 BASELINE_IMAGES = range(16)  # image_bytes(i) used to calibrate BatchNorm and the drift baseline
 TEST_KEYS = [f"test-key-{i:03d}" for i in range(120)]  # one fresh key per test that needs one
 RATE_LIMIT_PER_MINUTE = 120
+AUTH_FAILURES_PER_MINUTE = 20  # the default, per client address
 APP_ENV = {
     "REQUIRE_AUTH": "true",
     "API_KEYS": ",".join(TEST_KEYS),
     "RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT_PER_MINUTE),
+    "AUTH_FAILURES_PER_MINUTE": str(AUTH_FAILURES_PER_MINUTE),
+    # the test client (or HAProxy in front) is the trusted edge: a test picks its client
+    # address with X-Forwarded-For, so failed keys of one test never limit another
+    "TRUSTED_PROXIES": "127.0.0.1",
 }
 
 
@@ -160,6 +165,14 @@ _keys = itertools.cycle(TEST_KEYS)
 def next_api_key() -> str:
     """A key no other test used recently, so rate limits of one test never touch another."""
     return next(_keys)
+
+
+_addresses = (f"198.51.{i // 250}.{i % 250 + 1}" for i in itertools.count())
+
+
+def next_client_address() -> str:
+    """A client address (TEST-NET-2) no other test used, sent as X-Forwarded-For."""
+    return next(_addresses)
 
 
 @pytest.fixture

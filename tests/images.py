@@ -4,6 +4,8 @@ the formats and modes clients send."""
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from functools import cache
 
 import numpy as np
@@ -81,3 +83,15 @@ def animation(frames: list[Image.Image], fmt: str = "PNG", **params) -> bytes:
 def mpo(primary: Image.Image, extra: list[Image.Image], quality: int = 92) -> bytes:
     """A multi-picture JPEG (MPO), as phones store an HDR gain map and cameras a preview."""
     return encode(primary, "MPO", save_all=True, append_images=extra, quality=quality)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG of a few bytes that declares `width` x `height` px (its pixel data is missing)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))  # fmt: skip

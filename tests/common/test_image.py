@@ -16,7 +16,16 @@ from common.image import (
     prepare_image,
     sniff_format,
 )
-from tests.images import FORMAT_MODES, animation, crop, encode, image_bytes, mpo, to_mode
+from tests.images import (
+    FORMAT_MODES,
+    animation,
+    crop,
+    encode,
+    image_bytes,
+    mpo,
+    png_header_only,
+    to_mode,
+)
 
 SIZE = 32
 
@@ -224,3 +233,22 @@ def test_jpeg_draft_decoding_matches_full_decoding_closely():
     drafted = prepare_image(data, SIZE).pixels.astype(int)
     full = np.asarray(decode_image(data).resize((SIZE, SIZE), Image.Resampling.BILINEAR), dtype=int)
     assert np.abs(drafted - full.transpose(2, 0, 1)).mean() < 4.0
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        (b"\xff\xd8\xff" + b"x" * 100, CorruptImage,
+         "the JPEG file cannot be read: its content is not a valid JPEG image"),
+        (b"RIFF\0\0\0\0WEBPVP8 " + b"\0" * 40, CorruptImage,
+         "the WEBP file cannot be read: could not create decoder object"),
+        # 400 M pixels: Pillow refuses it on opening, naming its own internal limit
+        (png_header_only(20_000, 20_000), ImageTooLarge,
+         "the image is over the 40000000-pixel limit"),
+    ],
+    ids=["object-repr", "pillow-message", "pillow-limit"],
+)  # fmt: skip
+def test_error_messages_carry_no_reprs_or_pillow_limits(data, error, message):
+    with pytest.raises(error) as excinfo:
+        prepare_image(data, SIZE)
+    assert str(excinfo.value) == message

@@ -76,3 +76,20 @@ def test_application_metrics_cover_every_stage(served_app, client):
 def test_ray_own_serve_metrics_stay_off_the_application_endpoint(served_app):
     families, _ = _families(served_app.url)
     assert not any(name.startswith("ray_serve_") for name in families)
+
+
+def test_the_open_route_shows_no_runtime_labels(served_app, client):
+    """Ray's session name, worker ids and node address stay off /metrics; the application's
+    own labels (deployment, replica, route, ...) stay on."""
+    client.post("/predict", files={"file": ("m.jpg", image_bytes(0))})
+    deadline = time.monotonic() + 60
+    while True:
+        families, text = _families(served_app.url)
+        if "ray_ppd_http_requests" in families or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    labels = {name for family in families.values() for s in family.samples for name in s.labels}
+    assert {"application", "deployment", "replica", "route", "status"} <= labels
+    assert not labels & {"SessionName", "WorkerId", "NodeAddress", "JobId", "Version", "Component"}
+    assert all(name.islower() for name in labels)
+    assert "session_" not in text

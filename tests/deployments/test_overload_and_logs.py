@@ -67,3 +67,23 @@ def test_logs_are_json_lines_with_the_request_id_and_no_keys(client):
     assert all(record["request_id"] == request_id for record in records)
     everything = "".join(path.read_text() for path in _serve_logs())
     assert not any(key in everything for key in TEST_KEYS)
+
+
+def test_an_unsafe_request_id_never_reaches_the_logs(client):
+    sent = f"<script>alert({time.time_ns()})</script>" + "x" * 4096
+    response = client.post(
+        "/predict", files={"file": ("l.jpg", image_bytes(0))}, headers={"X-Request-ID": sent}
+    )
+    assert response.status_code == 200
+    made = response.headers["x-request-id"]
+    assert made != sent and response.json()["request_id"] == made
+
+    logged = []
+    deadline = time.monotonic() + 15
+    while not logged and time.monotonic() < deadline:
+        logged = [line for path in _serve_logs() for line in path.read_text().splitlines()
+                  if made in line]  # fmt: skip
+        time.sleep(0.5)
+    assert logged, "no Ingress log line carries the new request id"
+    assert all(json.loads(line)["request_id"] == made for line in logged)
+    assert not any(sent[:40] in path.read_text() for path in _serve_logs())

@@ -43,7 +43,18 @@ def page(served_app):
         browser.close()
 
 
-def test_upload_shows_the_card_and_the_heat_map(served_app, page, api_key, tmp_path):
+@pytest.fixture
+def csp_violations(page) -> list[str]:
+    """What Chromium reports as refused by the page's Content-Security-Policy."""
+    found: list[str] = []
+    page.on("console", lambda m: found.append(m.text) if "Content Security Policy" in m.text
+            else None)  # fmt: skip
+    return found
+
+
+def test_upload_shows_the_card_and_the_heat_map(
+    served_app, page, csp_violations, api_key, tmp_path
+):
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(encode(crop(1, size=(400, 300)), "JPEG"))
     page.goto(f"{served_app.url}/")
@@ -67,6 +78,7 @@ def test_upload_shows_the_card_and_the_heat_map(served_app, page, api_key, tmp_p
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web_page.png"), full_page=True)
     assert (ARTIFACTS / "web_page.png").stat().st_size > 10_000
+    assert csp_violations == []  # preview (blob:), heat map (data:), script and style all allowed
 
 
 def test_large_photos_are_downscaled_in_the_browser(served_app, page, api_key, tmp_path):
@@ -147,7 +159,7 @@ def test_probabilities_are_shown_with_honest_precision(served_app, page):
     assert shown == ["> 99%", "> 99%", "> 99%", "99%", "87%", "50%", "7.3%", "1%", "< 1%", "< 1%"]
 
 
-def test_swagger_ui_renders_offline(served_app, page):
+def test_swagger_ui_renders_offline(served_app, page, csp_violations):
     page.goto(f"{served_app.url}/docs")
     page.wait_for_selector(".opblock", timeout=30_000)
     paths = page.locator(".opblock-summary-path").all_text_contents()
@@ -156,6 +168,16 @@ def test_swagger_ui_renders_offline(served_app, page):
     }
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "swagger_ui.png"))
+    assert csp_violations == []  # its inline start-up script runs by hash, nothing else inline
+
+
+def test_the_page_and_the_docs_refuse_to_be_framed(served_app, page, csp_violations):
+    frames = "".join(f'<iframe src="{served_app.url}{path}"></iframe>' for path in ("/", "/docs"))
+    page.set_content(frames)
+    page.wait_for_timeout(2_000)
+    assert len([v for v in csp_violations if "frame-ancestors" in v]) == 2
+    assert all(frame.url in ("about:blank", "") or "chrome-error" in frame.url
+               for frame in page.frames[1:])  # fmt: skip
 
 
 def test_artifacts_folder_is_ignored_by_git():
