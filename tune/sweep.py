@@ -27,15 +27,14 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from common.checkpoint import CHECKPOINT_FILENAME
-from common.pretrained import PretrainedMismatch, PretrainedUnavailable
+from common.pretrained import PretrainedError
 from train import tracking
 from train.data import data_fingerprint, list_split
 from train.driver import (
-    EXIT_BAD_ARGUMENTS,
     EXIT_PRETRAINED_UNAVAILABLE,
     best_checkpoint_path,
     pretrained_origin,
-    pretrained_unavailable_message,
+    report_pretrained_error,
     train_tracked,
 )
 from train.evaluate import add_gate_arguments, gate_from_args
@@ -149,10 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     try:
         pretrained_origin(base)  # every trial would fail the same way: stop before the first
-    except (PretrainedUnavailable, PretrainedMismatch) as exc:
-        print(pretrained_unavailable_message(base, exc), file=sys.stderr)
-        unavailable = isinstance(exc, PretrainedUnavailable)
-        return EXIT_PRETRAINED_UNAVAILABLE if unavailable else EXIT_BAD_ARGUMENTS
+    except PretrainedError as exc:
+        return report_pretrained_error(base, exc)
     name = args.name or f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     scaling = {"num_workers": args.num_workers, "cpus_per_worker": args.cpus_per_worker,
                "use_gpu": args.use_gpu}  # fmt: skip
