@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import JSONResponse
 
+from common.calibration import calibrated_probabilities
 from common.checkpoint import load_checkpoint
 from common.image import ImageError, prepare_image
 from common.model import to_model_input
@@ -40,7 +41,7 @@ def create_app(checkpoint: str, threads: int, device: str = "cpu") -> FastAPI:
             return JSONResponse({"error": exc.kind, "detail": str(exc)}, exc.status_code)
         with torch.inference_mode(), torch.autocast(device, dtype, enabled=dtype is not None):
             x = to_model_input(torch.from_numpy(pixels)[None], meta.mean, meta.std, device)
-            p = float(torch.sigmoid(model(x).float())[0])
+            p = float(calibrated_probabilities(model(x), meta)[0])
         return JSONResponse(
             {
                 "prediction": label_for(p, meta.threshold),

@@ -20,6 +20,7 @@ import torch
 
 from bench.inputs import multipart_body
 from bench.limit import PRECISIONS
+from common.calibration import calibrated_probabilities
 from common.checkpoint import load_checkpoint
 from common.image import prepare_image
 from common.model import to_model_input
@@ -55,7 +56,7 @@ def reference_probabilities(
     pixels = np.stack([prepare_image(p.read_bytes(), meta.image_size).pixels for p in images])
     with torch.inference_mode(), torch.autocast(device, dtype, enabled=dtype is not None):
         x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, device)
-        return torch.sigmoid(model(x).float()).cpu().tolist()
+        return calibrated_probabilities(model(x), meta).cpu().tolist()
 
 
 def served_probabilities(url: str, images: list[Path], timeout_s: float = 30) -> list[float]:

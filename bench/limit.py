@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.calibration import calibrated_probabilities
 from common.checkpoint import load_checkpoint
 from common.image import prepare_image
 from common.model import to_model_input
@@ -46,7 +47,7 @@ def measure_limit(
                 torch.autocast(device, dtype, enabled=dtype is not None),
             ):
                 x = to_model_input(pixels, meta.mean, meta.std, device)
-                torch.sigmoid(model(x).float()).cpu()
+                calibrated_probabilities(model(x), meta).cpu()
             done += batch_size
         return done / (time.perf_counter() - started)
 
@@ -114,7 +115,7 @@ def forward_rates(
     def forward(pixels: torch.Tensor, dtype: torch.dtype | None) -> None:
         with torch.inference_mode(), torch.autocast(device, dtype, enabled=dtype is not None):
             x = to_model_input(pixels, meta.mean, meta.std, device)
-            torch.sigmoid(model(x).float()).cpu()
+            calibrated_probabilities(model(x), meta).cpu()
 
     rates: dict[str, dict[int, float]] = {}
     for precision in precisions:
