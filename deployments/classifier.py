@@ -19,31 +19,20 @@ import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from common.answers import ModelInfo, NoModelLoaded, Prediction, prediction_for
 from common.calibration import calibrated_probabilities
 from common.config import strict_dataclass
 from common.image import PreparedImage, resize_pixels
 from common.model import to_model_input
-from common.rules import confidence_for, label_for
 from common.settings import Settings
 from deployments.metrics import classifier_metrics, refresh_gauges_forever
 from deployments.model_slot import LoadedModel, ModelSlot, autocast_dtype, replica_device
 
-__all__ = [
-    "Classifier",
-    "ClassifierConfig",
-    "ModelInfo",
-    "NoModelLoaded",
-    "Prediction",
-    "fetch_model_info",
-]
+__all__ = ["Classifier", "ClassifierConfig", "fetch_model_info"]
 
 logger = logging.getLogger("ray.serve")
 
 Role = Literal["primary", "shadow"]
-
-
-class NoModelLoaded(RuntimeError):
-    """The replica has no model (a shadow without `model_uri`, or a failed first load)."""
 
 
 @dataclass(frozen=True)
@@ -68,32 +57,9 @@ class ClassifierConfig:
         return config
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    loaded: bool
-    version: str | None = None
-    image_size: int | None = None
-    threshold: float | None = None
-    uri: str | None = None
-    drift_baseline: dict[str, float] | None = None
-    device: str = "cpu"
-    load_error: str | None = None  # the last model_uri asked for could not be loaded
-
-
 async def fetch_model_info(handle: DeploymentHandle, timeout_s: float = 5.0) -> ModelInfo:
     """What a Classifier (or Shadow) replica serves; TimeoutError past `timeout_s`."""
     return await asyncio.wait_for(handle.model_info.remote(), timeout_s)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    probability: float
-    prediction: str
-    confidence: str
-    model_version: str
-    model_ms: float  # forward time of the batch this image rode in
-    batch_size: int
-    frames: int = 1  # pictures of the upload judged; the Ingress sets it for an animation
 
 
 @serve.deployment
@@ -168,15 +134,9 @@ class Classifier:
         model_ms = (time.perf_counter() - started) * 1000.0
         self._metrics.batch_size.observe(len(images), tags={"role": self._role})
         threshold = self._threshold(loaded)
+        version, size = loaded.meta.version, len(images)
         return [
-            Prediction(
-                probability=p,
-                prediction=label_for(p, threshold),
-                confidence=confidence_for(p),
-                model_version=loaded.meta.version,
-                model_ms=model_ms,
-                batch_size=len(images),
-            )
+            prediction_for(p, threshold, model_version=version, model_ms=model_ms, batch_size=size)
             for p in probabilities
         ]
 

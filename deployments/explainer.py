@@ -22,6 +22,7 @@ from matplotlib import colormaps
 from PIL import Image
 from ray import serve
 
+from common.answers import Explanation
 from common.calibration import calibrated_probabilities
 from common.config import strict_dataclass
 from common.image import ImageLimits, PreparedImage, decode_image, resize_pixels
@@ -29,7 +30,7 @@ from common.model import gradcam_target_layer, to_model_input
 from common.settings import Settings
 from deployments.model_slot import LoadedModel, ModelSlot, replica_device
 
-__all__ = ["Explainer", "ExplainerConfig", "Explanation"]
+__all__ = ["Explainer", "ExplainerConfig"]
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,6 @@ class ExplainerConfig:
         if not 0.0 <= config.heatmap_opacity <= 1.0 or config.colormap not in colormaps:
             raise ValueError("heatmap_opacity must be in [0, 1] and colormap a matplotlib name")
         return config
-
-
-@dataclass(frozen=True)
-class Explanation:
-    probability: float
-    model_version: str
-    heatmap_jpeg: bytes
-    width: int  # of the overlay, px
-    height: int
-    explain_ms: float
 
 
 @serve.deployment

@@ -24,10 +24,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
+from common.answers import Prediction
 from common.image import ImageError
 from deployments.auth import API_KEY_HEADER, ApiKeyMiddleware
 from deployments.body_limit import BodySizeLimitMiddleware
-from deployments.classifier import Prediction
 from deployments.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id_of
 from deployments.metrics import METRIC_PREFIX
 from deployments.rate_limit import FailedAuthLimit, RateLimitMiddleware

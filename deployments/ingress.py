@@ -24,14 +24,14 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from common.answers import Explanation, ModelInfo, NoModelLoaded, Prediction
 from common.config import strict_dataclass
 from common.image import ImageError, ImageLimits, PreparedImage, prepare_frames
 from common.rules import confidence_for, label_for
 from common.settings import Settings
 from deployments.background import BatchedSender
-from deployments.classifier import ModelInfo, NoModelLoaded, Prediction, fetch_model_info
+from deployments.classifier import fetch_model_info
 from deployments.errors import ApiError, root_cause
-from deployments.explainer import Explanation
 from deployments.metrics import ingress_metrics, refresh_gauges_forever
 from deployments.shadow_mirror import ShadowMirror
 

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 from ray.serve.handle import DeploymentHandle
 
+from common.answers import ModelInfo, Prediction
 from common.image import PreparedImage
 from deployments.background import BatchedSender
-from deployments.classifier import ModelInfo, Prediction, fetch_model_info
+from deployments.classifier import fetch_model_info
 from deployments.metrics import IngressMetrics
 
 if TYPE_CHECKING:
