@@ -14,6 +14,8 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
+from fastapi import Depends
+from fastapi.security import APIKeyHeader
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,10 +23,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from deployments.errors import error_response
 from deployments.rate_limit import FailedAuthLimit
 
-__all__ = ["API_KEY_HEADER", "ApiKeyMiddleware", "key_matches"]
+__all__ = ["API_KEY_DOC", "API_KEY_HEADER", "ApiKeyMiddleware", "key_matches"]
 
 API_KEY_HEADER = "X-API-Key"
 _CHALLENGE = {"WWW-Authenticate": "ApiKey"}
+# Declares the key in the OpenAPI document (Swagger's "Authorize") on the protected routes;
+# the middleware is what checks it, before the body is read.
+API_KEY_DOC = {"dependencies": [Depends(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))]}
 
 
 def key_matches(key: str, key_hashes: frozenset[str]) -> bool:

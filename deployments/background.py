@@ -5,6 +5,8 @@ A `BatchedSender` keeps what requests hand it and, every `interval()` seconds, p
 caused them, nor cancel them with it. One handle call per batch instead of one per request keeps
 the mirror to the Shadow and the reports to the DriftMonitor off the answer's CPU budget; a slow
 receiver only makes batches bigger, up to `max_pending` (older items are dropped and counted).
+`flush` sends what is pending at once: the replica calls it when Serve shuts it down, so a
+scale-down loses nothing that was queued.
 """
 
 from __future__ import annotations
@@ -52,13 +54,21 @@ class BatchedSender(Generic[T]):
             loop = asyncio.get_running_loop()
             self._task = loop.create_task(self._run(), context=contextvars.Context())
 
+    async def flush(self) -> None:
+        """Send everything pending now, in one call; never raises."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            await self._send(batch)
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval())
-            if not self._pending:
-                continue
-            batch, self._pending = self._pending, []
-            try:
-                await self.send(batch)
-            except Exception:  # the receiver is down or slow: this batch is lost, serving goes on
-                logger.exception("%s: could not send %d items", self.name, len(batch))
+            if self._pending:
+                batch, self._pending = self._pending, []
+                await self._send(batch)
+
+    async def _send(self, batch: list[T]) -> None:
+        try:
+            await self.send(batch)
+        except Exception:  # the receiver is down or slow: this batch is lost, serving goes on
+            logger.exception("%s: could not send %d items", self.name, len(batch))

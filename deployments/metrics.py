@@ -59,6 +59,7 @@ class IngressMetrics:
     shadow_probability_diff: Histogram
     shadow_errors: Counter
     retries: Counter
+    dependency_errors: Counter
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ def ingress_metrics() -> IngressMetrics:
         shadow_errors=Counter("ppd_shadow_errors", "mirrored requests the shadow failed"),
         retries=Counter("ppd_retries", "inference calls retried after a replica died",
                         tag_keys=("route",)),
+        dependency_errors=Counter("ppd_dependency_errors",
+                                  "RateLimiter or DriftMonitor calls that failed or timed out",
+                                  tag_keys=("dependency",)),
     )  # fmt: skip
 
 

@@ -5,8 +5,14 @@ storage), so a limit holds for the whole application however many ingress replic
 Requests are counted per API key (its digest) when authentication is on, else per client
 address; `X-Forwarded-For` is believed only from `TRUSTED_PROXIES`. Failed authentications
 are counted per client address by `FailedAuthLimit` (its own budget in the same RateLimiter),
-so guessing keys costs the guesser, never a client with a valid key. If the limiter cannot be
-reached in time the request is let through and the failure logged (availability first).
+so guessing keys costs the guesser, never a client with a valid key.
+
+The counters are in memory: a RateLimiter restart forgets them (every client starts a fresh
+minute). If the limiter cannot be reached in time, the Ingress's `rate_limiter_fails_open`
+(`user_config`, default true) decides: the request is let through (availability first) or
+refused with 503 + Retry-After; either way it is counted in
+`ppd_dependency_errors{dependency="rate_limiter"}` and logged. A failed authentication that
+cannot be counted still gets its 401.
 """
 
 from __future__ import annotations
@@ -92,6 +98,7 @@ class FailedAuthLimit:
         per_minute: int,
         trusted_proxies: frozenset[str] = frozenset(),
         timeout_s: float = 2.0,
+        on_unreachable: Callable[[], None] | None = None,
     ) -> None:
         if per_minute < 0:
             raise ValueError("per_minute must be >= 0 (0 turns the limit off)")
@@ -99,6 +106,7 @@ class FailedAuthLimit:
         self.per_minute = per_minute
         self.trusted_proxies = trusted_proxies
         self.timeout_s = timeout_s
+        self.on_unreachable = on_unreachable
 
     async def count_failure(self, scope: Scope) -> int:
         """Count one failed attempt from this request's client: 0 while within the limit,
@@ -112,6 +120,8 @@ class FailedAuthLimit:
             )
         except Exception:  # unreachable or slow limiter: the client still gets its 401
             logger.exception("rate limiter unavailable; failed authentication not counted")
+            if self.on_unreachable is not None:
+                self.on_unreachable()
             return 0
         return 0 if allowed else retry_after
 
@@ -126,9 +136,12 @@ class RateLimitMiddleware:
         trusted_proxies: frozenset[str] = frozenset(),
         protected_prefix: str = "/predict",
         timeout_s: float = 2.0,
+        fails_open: Callable[[], bool] = lambda: True,
         on_reject: Callable[[], None] | None = None,
+        on_unreachable: Callable[[], None] | None = None,
     ) -> None:
-        """Per-key (per-address without auth) limit of the protected routes; 0 turns it off."""
+        """Per-key (per-address without auth) limit of the protected routes; 0 turns it off.
+        `fails_open()`: let a request through when the limiter cannot be asked in time."""
         if per_minute < 0:
             raise ValueError("per_minute must be >= 0 (0 turns the limit off)")
         self.app = app
@@ -137,7 +150,9 @@ class RateLimitMiddleware:
         self.trusted_proxies = trusted_proxies
         self.protected_prefix = protected_prefix
         self.timeout_s = timeout_s
+        self.fails_open = fails_open
         self.on_reject = on_reject
+        self.on_unreachable = on_unreachable
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (
@@ -153,8 +168,17 @@ class RateLimitMiddleware:
             allowed, retry_after = await asyncio.wait_for(
                 self.limiter.hit.remote(client, self.per_minute), self.timeout_s
             )
-        except Exception:  # unreachable or slow limiter: serve rather than refuse everyone
-            logger.exception("rate limiter unavailable; request let through")
+        except Exception:  # unreachable or slow limiter: the configured policy decides
+            if self.on_unreachable is not None:
+                self.on_unreachable()
+            if not self.fails_open():
+                logger.exception("rate limiter unavailable; request refused (fails closed)")
+                response = error_response(scope, 503, "unavailable",
+                                          "the rate limiter is not reachable; retry shortly",
+                                          {"Retry-After": "2"})  # fmt: skip
+                await response(scope, receive, send)
+                return
+            logger.exception("rate limiter unavailable; request let through (fails open)")
             allowed, retry_after = True, 0
         if not allowed:
             if self.on_reject is not None:
