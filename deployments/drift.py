@@ -189,6 +189,6 @@ class DriftMonitor:
         self._metrics.score.set(report.score)
         self._metrics.detected.set(int(report.detected))
         self._metrics.window_size.set(report.window_size)
-        for signal in SIGNALS:
-            if signal in report.signals:
-                self._metrics.signal.set(report.signals[signal]["shift"], tags={"signal": signal})
+        for signal in SIGNALS:  # 0 until the window has a verdict on it
+            shift = report.signals[signal]["shift"] if signal in report.signals else 0.0
+            self._metrics.signal.set(shift, tags={"signal": signal})

@@ -4,6 +4,10 @@ Ray's exporter aggregates them for the node (prefix `ray_`, counters get `_total
 whole application's series are on every node's metrics port beside Ray's own `ray_serve_*`
 families; `GET /metrics` gathers the `ray_ppd_*` ones from every node. Label values are fixed
 vocabularies (routes, statuses, labels, kinds): never a key, a file name or a client address.
+
+Counters and gauges are exported from start-up with a zero series for every label value known
+in advance (Prometheus: "avoid missing metrics"), so an alert or a `rate()` sees 0 rather than
+nothing; histograms appear with their first observation (every request makes some).
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ from functools import cache
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 __all__ = [
+    "API_ROUTES",
     "GAUGE_REFRESH_S",
     "METRIC_PREFIX",
     "ClassifierMetrics",
     "DriftMetrics",
     "IngressMetrics",
     "classifier_metrics",
+    "declare_classifier_series",
     "drift_metrics",
+    "export_zero",
     "ingress_metrics",
     "refresh_gauges_forever",
 ]
@@ -38,6 +45,24 @@ _BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128]
 _BYTES = [10_000, 50_000, 100_000, 500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000]
 _PIXELS = [10_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 40_000_000]
 _FILES = [1, 2, 3, 5, 10, 20]
+
+API_ROUTES = ("/predict", "/predict/batch", "/predict/explain", "/predict/compare")
+# The label values known in advance, per counter of the Ingress (zero series at start-up).
+_INGRESS_SERIES = {
+    "requests": [{"route": r, "status": s} for r in API_ROUTES
+                 for s in ("200", "400", "401", "413", "415", "422", "429", "500", "503")],
+    "predictions": [{"label": label, "confidence": c} for label in ("real", "ai_generated")
+                    for c in ("high", "medium", "low")],
+    "validation_errors": [{"kind": k} for k in ("bad_image", "corrupt", "too_small", "too_large",
+                                                "unsupported_format", "body_too_large")],
+    "rate_limited": [{"limit": "requests"}, {"limit": "auth_failures"}],
+    "auth_failures": [{"reason": "missing"}, {"reason": "invalid"}],
+    "overload_rejections": [{"route": r} for r in (*API_ROUTES, "other")],
+    "shadow_comparisons": [{"agreement": "agree"}, {"agreement": "disagree"}],
+    "shadow_errors": [{}],
+    "retries": [{"route": r} for r in ("predict", "batch", "explain", "compare", "decode")],
+    "dependency_errors": [{"dependency": "rate_limiter"}, {"dependency": "drift_monitor"}],
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,7 +106,23 @@ class DriftMetrics:
 
 @cache
 def ingress_metrics() -> IngressMetrics:
-    """One set per replica process, created on first use inside the replica."""
+    """One set per replica process, created on first use inside the replica, with the zero
+    series of every counter."""
+    metrics = _new_ingress_metrics()
+    for name, tag_sets in _INGRESS_SERIES.items():
+        for tags in tag_sets:
+            export_zero(getattr(metrics, name), tags)
+    metrics.inflight_requests.set(0)
+    return metrics
+
+
+def export_zero(counter: Counter, tags: dict[str, str]) -> None:
+    """Export `counter`'s series for `tags` at 0. `Counter.inc` refuses 0, so this records
+    the point the way `inc` does (`Metric._record`), adding nothing to the count."""
+    counter._record(0, tags=tags or None)
+
+
+def _new_ingress_metrics() -> IngressMetrics:
     return IngressMetrics(
         requests=Counter("ppd_http_requests", "HTTP requests by route and status",
                          tag_keys=("route", "status")),
@@ -123,6 +164,13 @@ def ingress_metrics() -> IngressMetrics:
                                   "RateLimiter or DriftMonitor calls that failed or timed out",
                                   tag_keys=("dependency",)),
     )  # fmt: skip
+
+
+def declare_classifier_series(metrics: ClassifierMetrics, role: str) -> None:
+    """The zero series of a Classifier replica of `role` (primary or shadow)."""
+    for counter in (metrics.model_swaps, metrics.model_load_failures):
+        export_zero(counter, {"role": role})
+    metrics.model_loaded.set(0, tags={"role": role})
 
 
 @cache

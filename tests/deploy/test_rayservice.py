@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import ray
 import yaml
+from pydantic import BaseModel
 from ray.serve.schema import ServeDeploySchema
 
 import deployments
@@ -86,18 +87,18 @@ def test_every_user_config_is_accepted_by_its_deployment_code(serve_config):
             continue
         config_class = config_classes.get("Classifier" if name == "Shadow" else name)
         if config_class is not None:
-            config_class.from_user_config(deployment["user_config"])  # unknown keys raise
+            config_class.model_validate(deployment["user_config"])  # strict: wrong keys/types raise
             checked.append(name)
     assert {"Classifier", "Ingress"} <= set(checked)
 
 
 def _config_classes() -> dict[str, type]:
-    """Deployment name -> its `<Name>Config` class with `from_user_config`, in deployments/."""
+    """Deployment name -> its `<Name>Config` pydantic model, in deployments/."""
     found = {}
     for info in pkgutil.iter_modules(deployments.__path__):
         module = importlib.import_module(f"deployments.{info.name}")
         for attr, value in vars(module).items():
-            if attr.endswith("Config") and hasattr(value, "from_user_config"):
+            if attr.endswith("Config") and isinstance(value, type) and issubclass(value, BaseModel):
                 found[attr.removesuffix("Config")] = value
     return found
 

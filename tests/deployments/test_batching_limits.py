@@ -45,12 +45,12 @@ def test_max_ongoing_requests_leaves_room_for_full_batches(name):
     deployments = {d["name"]: d for d in app["deployments"]}
 
     ingress = deployments["Ingress"]
-    gather = IngressConfig.from_user_config(ingress.get("user_config", {}))
+    gather = IngressConfig.model_validate(ingress.get("user_config", {}))
     ongoing = ingress.get("max_ongoing_requests", SERVE_DEFAULT_MAX_ONGOING)
     assert ongoing >= GATHER_CONCURRENT_CALLS * gather.gather_max_images
 
     for role in ("Classifier", "Shadow"):
         deployment = deployments[role]
-        batching = ClassifierConfig.from_user_config(deployment.get("user_config", {}))
+        batching = ClassifierConfig.model_validate(deployment.get("user_config", {}))
         ongoing = deployment.get("max_ongoing_requests", SERVE_DEFAULT_MAX_ONGOING)
         assert ongoing >= batching.max_batch_size, role

@@ -1,0 +1,124 @@
+"""The Ingress as a Ray Serve maintainer would read it: no import cycle in deployments/, no torch
+in the replicas that do not run a model, and typed user_configs that refuse a wrong type at
+deploy time while the running replicas keep their old config."""
+
+import ast
+import copy
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+from pydantic import ValidationError
+from ray import serve
+
+from deployments.drift import DriftMonitorConfig
+from deployments.ingress import IngressConfig
+from tests.conftest import APP_NAME, ROOT, deploy, deployment
+from tests.images import image_bytes
+
+TORCH_LIBRARY = "libtorch_cpu.so"
+LIGHT_DEPLOYMENTS = ("Ingress", "DriftMonitor", "RateLimiter", "Preprocessor")
+
+
+def _imports_of(path: Path) -> set[str]:
+    """Every `deployments.*` module a file imports, anywhere in it (TYPE_CHECKING and
+    function-local imports included: a cycle hidden there is still a cycle)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("deployments.")}
+
+
+def test_deployments_have_no_import_cycle_and_common_never_imports_them():
+    graph = {f"deployments.{p.stem}": _imports_of(p) for p in (ROOT / "deployments").glob("*.py")}
+    visiting, done = set(), set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in visiting, f"import cycle: {' -> '.join([*path, module])}"
+        if module in done:
+            return
+        visiting.add(module)
+        for imported in graph.get(module, ()):
+            visit(imported, [*path, module])
+        visiting.discard(module)
+        done.add(module)
+
+    for module in graph:
+        visit(module, [])
+    for path in (ROOT / "common").glob("*.py"):
+        assert not _imports_of(path), f"{path.name} imports deployments/"
+
+
+def _replica_pids(name: str) -> list[int]:
+    """The live replicas of deployment `name` in this session: each replica's JSON log lines
+    carry its process id, and the process's title names the replica's deployment."""
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path()) / "serve"
+    pids = set()
+    for path in logs.glob(f"replica_{APP_NAME}_{name}_*.log"):
+        for line in path.read_text().splitlines()[:5]:
+            if line.startswith("{"):
+                pids.add(json.loads(line)["process"])
+                break
+    title = f"ServeReplica:{APP_NAME}:{name}".encode()
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    return [pid for pid in alive if title in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def _mapped_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest.mark.serve
+def test_only_the_model_replicas_load_torch(served_app):
+    httpx.get(f"{served_app.url}/health", timeout=30)  # every replica has started
+    for name in LIGHT_DEPLOYMENTS:
+        pids = _replica_pids(name)
+        assert pids, f"no {name} replica"
+        for pid in pids:
+            assert TORCH_LIBRARY not in _mapped_libraries(pid), f"{name} replica loads torch"
+            print(f"{name} replica {pid}: {_rss_mib(pid):.0f} MiB RSS")
+    (classifier, *_) = _replica_pids("Classifier")
+    assert TORCH_LIBRARY in _mapped_libraries(classifier)  # the check can see torch
+    print(f"Classifier replica {classifier}: {_rss_mib(classifier):.0f} MiB RSS")
+
+
+@pytest.mark.parametrize(
+    ("config_class", "key", "value"),
+    [(IngressConfig, "preprocess_in_ingress", "false"), (IngressConfig, "gather_max_images", "16"),
+     (IngressConfig, "shadow_fraction", 1.5), (IngressConfig, "unknown_key", 1),
+     (DriftMonitorConfig, "window_size", 10.5), (DriftMonitorConfig, "min_samples", 0)],
+)  # fmt: skip
+def test_user_configs_refuse_wrong_types_ranges_and_keys_by_name(config_class, key, value):
+    with pytest.raises(ValidationError, match=key):
+        config_class.model_validate({key: value})
+    assert config_class.model_validate({"save_interval_s": 1} if config_class is
+                                       DriftMonitorConfig else {"gather_wait_s": 0})  # fmt: skip
+
+
+@pytest.mark.serve
+def test_a_wrong_type_fails_the_deploy_by_name_and_the_old_config_keeps_serving(served_app, client):
+    name, key, value = "Ingress", "preprocess_in_ingress", "false"  # a string is not a bool
+    config = copy.deepcopy(served_app.config)
+    deployment(config, name)["user_config"][key] = value
+    with pytest.raises(RuntimeError, match="failed"):
+        deploy(config)
+    try:
+        message = serve.status().applications[APP_NAME].deployments[name].message
+        assert key in message, message  # the deployment's status names the key
+        response = client.post("/predict", files={"file": ("k.jpg", image_bytes(2))})
+        assert response.status_code == 200, response.text
+    finally:
+        deploy(served_app.config)
+    assert ray.is_initialized()
