@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import selectors
-import subprocess  # nosec B404: the one child is our own script, run without a shell
+import subprocess  # nosec B404
 import sys
 import threading
 import time
@@ -57,15 +57,15 @@ class _Child:
     """One child process and its pipes, used by one read at a time."""
 
     def __init__(self, memory_bytes: int) -> None:
-        self.process = subprocess.Popen(  # noqa: S603  # nosec B603: our script, a number, no shell
+        # Our own script and a number as arguments, no shell.
+        self.process = subprocess.Popen(  # noqa: S603  # nosec B603
             [sys.executable, "-I", str(_CHILD_SCRIPT), str(memory_bytes)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={},  # the child needs none of the server's settings (nor its secrets)
         )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self._in, self._out = self.process.stdin.fileno(), self.process.stdout.fileno()
+        self._in, self._out = self.process.stdin.fileno(), self.process.stdout.fileno()  # PIPEs
         os.set_blocking(self._in, False)
         os.set_blocking(self._out, False)
         self._pending = b""
@@ -183,9 +183,9 @@ class ManifestReader:
             child.wait_ready(START_TIMEOUT_S)
             reading = _reading(json.loads(child.exchange(request, timeout_s)))
         except (_ChildFailed, KeyError, TypeError, ValueError) as failure:
-            status = child.close()
-            _log.warning("C2PA read failed: %s (child exit status %s)", failure, status)
-            return ManifestReading("invalid", reason=f"the C2PA reader {failure}")
+            reason = f"the C2PA reader {failure} (exit status {child.close()})"
+            _log.warning("C2PA read failed: %s", reason)
+            return ManifestReading("invalid", reason=reason)
         self._put_back(child)
         return reading
 

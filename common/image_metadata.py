@@ -12,7 +12,7 @@ import io
 import re
 import struct
 import warnings
-import xml.etree.ElementTree as ElementTree  # nosec B405: DTDs are refused before parsing
+import xml.etree.ElementTree as ElementTree  # nosec B405 (no DTD is parsed: _parse_xmp)
 from dataclasses import dataclass
 
 from PIL import ExifTags, Image

@@ -1,0 +1,389 @@
+"""Real provenance test files: photos signed with C2PA by two throwaway CAs, XMP packets,
+generator text chunks, camera EXIF, and hostile variants of them.
+
+`TRUSTED` is the CA a test configures as trust anchor (`trust_anchors_pem()`,
+`write_trust_anchors(path)` for C2PA_TRUST_ANCHORS); `UNTRUSTED` is one nobody configured.
+`cases(fmt)` gives every contract case with the `provenance` JSON a server answers for it when
+TRUSTED is its anchor, so unit tests and HTTP tests check the same fields.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import struct
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import c2pa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from PIL import Image, PngImagePlugin
+
+from tests.images import crop, encode
+
+IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+AI_MEDIA = IPTC + "trainedAlgorithmicMedia"
+CAPTURE = IPTC + "digitalCapture"
+TRUSTED = "Trusted Test Camera Co"  # organisation of the trusted CA and its signer
+UNTRUSTED = "Unknown Test Signer Ltd"
+CAMERA_FIRMWARE = ("Test Camera Firmware", "3.1")  # claim generator of camera-signed files
+IMAGE_GENERATOR = ("Test Image Generator", "2.0")  # claim generator of AI-signed files
+CAMERA_MAKE, CAMERA_MODEL = "Testcam", "Testcam X100"
+SD_PARAMETERS = (
+    "studio photo of a leather watch on a marble table\n"
+    "Negative prompt: blurry, lowres\n"
+    "Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 96x72, "
+    "Model: sd_xl_base_1.0"
+)
+MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+C2PA_STORE_UUID = bytes.fromhex("6332706100110010800000aa00389b71")  # a manifest store's jumd
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    """A leaf certificate chained to a throwaway root, and its key, in PEM."""
+
+    chain_pem: bytes  # leaf, then root
+    key_pem: bytes
+    root_pem: str
+
+
+def _name(common_name: str, organisation: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+        ]
+    )
+
+
+def _key_usage(*, signer: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=signer,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=not signer,
+        crl_sign=not signer,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+@cache
+def identity(organisation: str) -> SigningIdentity:
+    """An ES256 root CA and a leaf for C2PA signing (EKU emailProtection), valid for a day."""
+    now = datetime.datetime.now(datetime.UTC)
+    valid = {"not_valid_before": now - datetime.timedelta(hours=1)}
+    valid["not_valid_after"] = now + datetime.timedelta(days=1)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root_name = _name(f"{organisation} Root CA", organisation)
+    root = (
+        x509.CertificateBuilder(subject_name=root_name, issuer_name=root_name, **valid)
+        .public_key(root_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(signer=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), False)
+        .sign(root_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder(
+            subject_name=_name(f"{organisation} Signer", organisation),
+            issuer_name=root_name,
+            **valid,
+        )
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(signer=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), False
+        )
+        .sign(root_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    return SigningIdentity(
+        chain_pem=leaf.public_bytes(pem) + root.public_bytes(pem),
+        key_pem=leaf_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        root_pem=root.public_bytes(pem).decode(),
+    )
+
+
+def trust_anchors_pem() -> str:
+    """The PEM a server configures to trust TRUSTED (and only it)."""
+    return identity(TRUSTED).root_pem
+
+
+def write_trust_anchors(path: Path) -> Path:
+    """Write the trust-anchor file that C2PA_TRUST_ANCHORS names."""
+    path.write_text(trust_anchors_pem(), encoding="ascii")
+    return path
+
+
+def sign(
+    data: bytes,
+    fmt: str,
+    organisation: str,
+    source_type: str,
+    generator: tuple[str, str],
+    extra_actions: tuple[dict, ...] = (),
+    thumbnail_bytes: int = 0,
+) -> bytes:
+    """`data` with a C2PA manifest signed by `organisation`'s leaf, its `c2pa.created` action
+    declaring `source_type`, then `extra_actions`; `thumbnail_bytes` of random bytes as its
+    thumbnail make the manifest that large."""
+    signing = identity(organisation)
+    manifest = {
+        "claim_generator_info": [{"name": generator[0], "version": generator[1]}],
+        "title": f"test.{fmt.lower()}",
+        "assertions": [
+            {
+                "label": "c2pa.actions",
+                "data": {
+                    "actions": [
+                        {"action": "c2pa.created", "digitalSourceType": source_type},
+                        *extra_actions,
+                    ]
+                },
+            },
+        ],
+    }
+    if thumbnail_bytes:
+        manifest["thumbnail"] = {"format": "image/jpeg", "identifier": "thumbnail.jpg"}
+    no_thumbnail = c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+    signer = c2pa.Signer.from_info(
+        c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, signing.chain_pem, signing.key_pem, None)
+    )
+    with signer, c2pa.Builder(manifest, context=c2pa.Context(no_thumbnail)) as builder:
+        if thumbnail_bytes:
+            builder.add_resource("thumbnail.jpg", io.BytesIO(os.urandom(thumbnail_bytes)))
+        signed = io.BytesIO()
+        builder.sign(signer, MIME[fmt], io.BytesIO(data), signed)
+    return signed.getvalue()
+
+
+def camera_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = CAMERA_MAKE, CAMERA_MODEL  # Make, Model
+    return exif.tobytes()
+
+
+def photo(fmt: str, index: int = 0, **params) -> bytes:
+    """A real photo crop encoded as `fmt` (extra Pillow save parameters: exif=, xmp=, pnginfo=)."""
+    return encode(crop(index), fmt, **params)
+
+
+def camera_photo(fmt: str) -> bytes:
+    return photo(fmt, 1, exif=camera_exif())
+
+
+def xmp_packet(source_type: str, *, as_attribute: bool = True) -> bytes:
+    """An XMP packet declaring an IPTC digital source type, in either RDF spelling."""
+    ns = 'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"'
+    if as_attribute:
+        body = f'<rdf:Description rdf:about="" {ns} Iptc4xmpExt:DigitalSourceType="{source_type}"/>'
+    else:
+        body = (
+            f'<rdf:Description rdf:about="" {ns}><Iptc4xmpExt:DigitalSourceType>{source_type}'
+            "</Iptc4xmpExt:DigitalSourceType></rdf:Description>"
+        )
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f"{body}</rdf:RDF></x:xmpmeta>" + " " * 64 + '<?xpacket end="w"?>'
+    ).encode()
+
+
+def with_xmp(fmt: str, packet: bytes, index: int = 2) -> bytes:
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", packet.decode())
+        return photo(fmt, index, pnginfo=info)
+    return photo(fmt, index, xmp=packet)
+
+
+def png_with_text(**chunks: str) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value)
+    return photo("PNG", 3, pnginfo=info)
+
+
+def reencoded(data: bytes, fmt: str) -> bytes:
+    """What an upload looks like after an editor or a platform re-saved it: the pixels only."""
+    with Image.open(io.BytesIO(data)) as image:
+        return encode(image.convert("RGB"), fmt)
+
+
+def tampered(data: bytes, fmt: str) -> bytes:
+    """`data` with one byte of its image data changed after signing (the manifest untouched)."""
+    marker = {"JPEG": b"\xff\xda", "PNG": b"IDAT", "WEBP": b"VP8"}[fmt]
+    at = (data.rfind(marker) if fmt != "WEBP" else data.find(marker)) + 40
+    changed = bytearray(data)
+    changed[at] ^= 0x5A
+    return bytes(changed)
+
+
+def manifest_offset(data: bytes) -> int:
+    """Where the manifest store's description box is (the start of what C2PA reads)."""
+    at = data.find(C2PA_STORE_UUID)
+    assert at > 0, "no C2PA manifest store in the file"
+    return at
+
+
+def garbled_manifest(data: bytes, length: int = 300) -> bytes:
+    """Random bytes written over the inside of the manifest store."""
+    at = manifest_offset(data) + 64
+    return data[:at] + os.urandom(length) + data[at + length :]
+
+
+def png_with_jumbf(payload_bytes: int, declared_bytes: int | None = None) -> bytes:
+    """A PNG whose `caBX` chunk holds a C2PA manifest-store box header then random bytes:
+    `payload_bytes` of them, the box claiming `declared_bytes` (default: what it holds)."""
+    label = b"c2pa\0"
+    description = struct.pack(">I4s", 8 + 16 + 1 + len(label), b"jumd") + C2PA_STORE_UUID
+    description += b"\x03" + label
+    body = description + os.urandom(payload_bytes)
+    size = 8 + len(body) if declared_bytes is None else declared_bytes
+    box = struct.pack(">I4s", min(size, 0xFFFFFFFF), b"jumb") + body
+    png = photo("PNG", 0)
+    idat = png.find(b"IDAT") - 4
+    chunk = struct.pack(">I4s", len(box), b"caBX") + box
+    return png[:idat] + chunk + struct.pack(">I", _crc(b"caBX" + box)) + png[idat:]
+
+
+def _crc(data: bytes) -> int:
+    import zlib
+
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+CASE_NAMES = (
+    "ai_declared_untrusted_signer",
+    "camera_declared_trusted_signer",
+    "camera_declared_untrusted_signer",
+    "camera_declared_tampered",
+    "ai_declared_tampered",
+    "stripped_by_reencoding",
+    "xmp_trained_algorithmic_media",
+    "xmp_digital_capture",
+    "plain_photo",
+    "stable_diffusion_parameters",  # PNG only: the web UI writes its text chunk to PNG files
+)
+
+
+def case_names(fmt: str) -> list[str]:
+    return [name for name in CASE_NAMES if fmt == "PNG" or name != "stable_diffusion_parameters"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """An upload and the contract's `provenance` for it when TRUSTED is the trust anchor."""
+
+    data: bytes
+    provenance: dict
+
+    @property
+    def declared(self) -> str | None:
+        return self.provenance["declared"]
+
+
+def _c2pa(validation: str, source_type: str, generator: tuple[str, str], signer: str) -> dict:
+    return {
+        "validation": validation,
+        "digital_source_type": source_type,
+        "generator": f"{generator[0]} {generator[1]}",
+        "signer": signer,
+    }
+
+
+def _metadata(source_type: str | None = None, generator: str | None = None, camera=None):
+    return {"digital_source_type": source_type, "generator": generator, "camera": camera}
+
+
+@cache
+def cases(fmt: str) -> dict[str, Case]:
+    """Every case of issue 11, point 5, in `fmt` (JPEG, PNG or WEBP), keyed by `case_names`."""
+    camera = CAMERA_MODEL  # "Testcam" + "Testcam X100": the model names the make already
+    camera_signed = sign(camera_photo(fmt), fmt, TRUSTED, CAPTURE, CAMERA_FIRMWARE)
+    ai_untrusted = sign(photo(fmt, 0), fmt, UNTRUSTED, AI_MEDIA, IMAGE_GENERATOR)
+    built = {
+        "ai_declared_untrusted_signer": Case(
+            ai_untrusted,
+            {
+                "c2pa": _c2pa("untrusted", AI_MEDIA, IMAGE_GENERATOR, UNTRUSTED),
+                "metadata": _metadata(),
+                "declared": "ai_generated",
+            },
+        ),
+        "camera_declared_trusted_signer": Case(
+            camera_signed,
+            {
+                "c2pa": _c2pa("trusted", CAPTURE, CAMERA_FIRMWARE, TRUSTED),
+                "metadata": _metadata(camera=camera),
+                "declared": "camera",
+            },
+        ),
+        "camera_declared_untrusted_signer": Case(
+            sign(camera_photo(fmt), fmt, UNTRUSTED, CAPTURE, CAMERA_FIRMWARE),
+            {
+                "c2pa": _c2pa("untrusted", CAPTURE, CAMERA_FIRMWARE, UNTRUSTED),
+                "metadata": _metadata(camera=camera),
+                "declared": None,
+            },
+        ),
+        "camera_declared_tampered": Case(
+            tampered(camera_signed, fmt),
+            {
+                "c2pa": _c2pa("invalid", CAPTURE, CAMERA_FIRMWARE, TRUSTED),
+                "metadata": _metadata(camera=camera),
+                "declared": None,
+            },
+        ),
+        "ai_declared_tampered": Case(
+            tampered(ai_untrusted, fmt),
+            {
+                "c2pa": _c2pa("invalid", AI_MEDIA, IMAGE_GENERATOR, UNTRUSTED),
+                "metadata": _metadata(),
+                "declared": "ai_generated",
+            },
+        ),
+        "stripped_by_reencoding": Case(
+            reencoded(camera_signed, fmt),
+            {"c2pa": None, "metadata": _metadata(), "declared": None},
+        ),
+        "xmp_trained_algorithmic_media": Case(
+            with_xmp(fmt, xmp_packet(AI_MEDIA)),
+            {"c2pa": None, "metadata": _metadata(AI_MEDIA), "declared": "ai_generated"},
+        ),
+        "xmp_digital_capture": Case(
+            with_xmp(fmt, xmp_packet(CAPTURE, as_attribute=False)),
+            {"c2pa": None, "metadata": _metadata(CAPTURE), "declared": None},
+        ),
+        "plain_photo": Case(
+            camera_photo(fmt),
+            {"c2pa": None, "metadata": _metadata(camera=camera), "declared": None},
+        ),
+    }
+    if fmt == "PNG":
+        built["stable_diffusion_parameters"] = Case(
+            png_with_text(parameters=SD_PARAMETERS),
+            {
+                "c2pa": None,
+                "metadata": _metadata(generator="Stable Diffusion web UI"),
+                "declared": "ai_generated",
+            },
+        )
+    return built
