@@ -44,7 +44,7 @@ def main() -> None:
         if len(data) < data_len:  # the server went away mid-request
             return
         if anchors not in contexts:
-            contexts[anchors] = _context(anchors or None)
+            contexts[anchors] = make_context(anchors or None)
         answer = read_manifest(mime, data, contexts[anchors])
         stdout.write(json.dumps(answer).encode() + b"\n")
         stdout.flush()
@@ -76,12 +76,13 @@ def read_manifest(mime: str, data: bytes, context: c2pa.Context) -> dict:
     }
 
 
-def _context(trust_anchors_pem: str | None) -> c2pa.Context:
+def make_context(trust_anchors_pem: str | None) -> c2pa.Context:
+    """Validation settings: trust only `trust_anchors_pem` (none: trust nobody), no network."""
     import c2pa
 
     # Never reach the network for an upload: no remote manifests, no OCSP.
-    config: dict = {"verify": {"verify_trust": True, "remote_manifest_fetch": False}}
-    config["verify"]["ocsp_fetch"] = False
+    verify = {"verify_trust": True, "remote_manifest_fetch": False, "ocsp_fetch": False}
+    config: dict = {"verify": verify}
     if trust_anchors_pem:
         config["trust"] = {"trust_anchors": trust_anchors_pem}
     return c2pa.Context(c2pa.Settings.from_dict(config))

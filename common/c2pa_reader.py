@@ -3,9 +3,10 @@
 The C2PA reference library is native code, which no Python thread can stop; so every read runs
 in a child process (`common/c2pa_child.py`, an isolated interpreter with an empty environment)
 that caps its own address space. A read that overruns its time gets its child killed, one that
-runs out of memory ends its child, and both answer `invalid` with a reason: the server never
-waits longer than the time limit and never shares the library's memory. Children are kept
-between reads (starting one costs about 0.1 s), at most `max_children` at a time.
+runs out of memory ends its child, and both answer `invalid` with a reason: a read never takes
+the server longer than its time limit (plus a new child's start-up) and never touches the
+server's memory. Children are kept between reads (starting one costs about 0.1 s), at most
+`max_children` at a time.
 """
 
 from __future__ import annotations

@@ -139,10 +139,12 @@ def sign(
     generator: tuple[str, str],
     extra_actions: tuple[dict, ...] = (),
     thumbnail_bytes: int = 0,
+    remote_url: str | None = None,
 ) -> bytes:
     """`data` with a C2PA manifest signed by `organisation`'s leaf, its `c2pa.created` action
     declaring `source_type`, then `extra_actions`; `thumbnail_bytes` of random bytes as its
-    thumbnail make the manifest that large."""
+    thumbnail make the manifest that large; with `remote_url` the file only names the manifest
+    by that URL (not embedded)."""
     signing = identity(organisation)
     manifest = {
         "claim_generator_info": [{"name": generator[0], "version": generator[1]}],
@@ -168,6 +170,9 @@ def sign(
     with signer, c2pa.Builder(manifest, context=c2pa.Context(no_thumbnail)) as builder:
         if thumbnail_bytes:
             builder.add_resource("thumbnail.jpg", io.BytesIO(os.urandom(thumbnail_bytes)))
+        if remote_url:
+            builder.set_no_embed()
+            builder.set_remote_url(remote_url)
         signed = io.BytesIO()
         builder.sign(signer, MIME[fmt], io.BytesIO(data), signed)
     return signed.getvalue()

@@ -1,9 +1,11 @@
+import http.server
 import os
 import threading
 import time
 
 import pytest
 
+from common import c2pa_child
 from common.c2pa_reader import ManifestReader
 from common.image_metadata import EmbeddedMetadata, read_metadata
 from common.provenance import (
@@ -293,6 +295,27 @@ def test_concurrent_reads_each_get_their_own_answer():
         for thread in threads:
             thread.join()
     assert answers == {fmt: case.provenance for fmt, case in wanted.items()}
+
+
+def test_a_remote_manifest_is_never_fetched(tmp_path):
+    """A file may name a manifest by URL; reading it must not make the server fetch that URL."""
+    requests: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            self.send_error(404)
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_port}/manifest.c2pa"
+        data = sign(photo("JPEG"), "JPEG", TRUSTED, CAPTURE, CAMERA_FIRMWARE, remote_url=url)
+        answer = c2pa_child.read_manifest("image/jpeg", data, c2pa_child.make_context(None))
+        server.shutdown()
+    assert requests == []
+    assert answer["validation"] == "invalid"
+    assert answer["reason"].startswith("Remote:")
+    assert read_provenance(data).c2pa is None  # nothing embedded: the library is not even asked
 
 
 # --- trust anchors -------------------------------------------------------------------------
