@@ -51,7 +51,8 @@ def main() -> None:
 
 
 def read_manifest(mime: str, data: bytes, context: c2pa.Context) -> dict:
-    """`{"found": False}` without a manifest, else its validation and declared fields."""
+    """`{"found": False}` without a manifest, else the active manifest's validation and fields,
+    and the source types declared by the other manifests of the store (its ingredients')."""
     import c2pa
 
     try:
@@ -61,17 +62,21 @@ def read_manifest(mime: str, data: bytes, context: c2pa.Context) -> dict:
         with reader:
             state = reader.get_validation_state()
             results = reader.get_validation_results() or {}
-            manifest = reader.get_active_manifest() or {}
+            store = json.loads(reader.json())
     except (c2pa.C2paError, ValueError) as error:  # the library's errors; bad JSON from it
         return {"found": True, "validation": "invalid", "reason": _text(error)}
+    manifests = store.get("manifests") or {}
+    active = manifests.pop(store.get("active_manifest"), None) or {}
     failures = (results.get("activeManifest") or {}).get("failure") or []
     codes = [str(item.get("code")) for item in failures if isinstance(item, dict)]
+    ingredient_types = [t for m in manifests.values() for t in _digital_source_types(m)]
     return {
         "found": True,
         "validation": _STATES.get(str(state), "invalid"),
-        "digital_source_types": _digital_source_types(manifest),
-        "generator": _generator(manifest),
-        "signer": _signer(manifest),
+        "digital_source_types": _digital_source_types(active),
+        "ingredient_source_types": ingredient_types[:_MAX_SOURCE_TYPES],
+        "generator": _generator(active),
+        "signer": _signer(active),
         "reason": ", ".join(codes[:_MAX_CODES]) or None,
     }
 

@@ -45,6 +45,7 @@ class ManifestReading:
 
     validation: Validation
     digital_source_types: tuple[str, ...] = ()  # of its actions, in order
+    ingredient_source_types: tuple[str, ...] = ()  # of the actions of its ingredients' manifests
     generator: str | None = None  # the claim generator ("name version")
     signer: str | None = None  # the signing certificate's organisation (or common name)
     reason: str | None = None  # why it is not `trusted`: failure codes, or how the read failed
@@ -218,6 +219,7 @@ def _reading(answer: dict) -> ManifestReading | None:
     return ManifestReading(
         validation=validation,
         digital_source_types=tuple(str(t) for t in answer.get("digital_source_types") or ()),
+        ingredient_source_types=tuple(str(t) for t in answer.get("ingredient_source_types") or ()),
         generator=answer.get("generator"),
         signer=answer.get("signer"),
         reason=answer.get("reason"),

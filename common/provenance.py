@@ -58,7 +58,9 @@ class ContentCredentials:
     """The contract's `provenance.c2pa`: the active manifest and whether it holds."""
 
     validation: Validation  # trusted | untrusted | invalid
-    digital_source_type: str | None = None  # of its actions: an AI one first, as an IPTC URI
+    # An IPTC URI: an AI type declared by its actions, else by an ingredient's manifest (an
+    # edit of a generated picture), else the type its actions declare.
+    digital_source_type: str | None = None
     generator: str | None = None  # the claim generator
     signer: str | None = None  # the signing certificate's organisation
     reason: str | None = None  # why not trusted (failure codes, a timeout); not in the contract
@@ -173,11 +175,11 @@ def _read_credentials(
     reading = reader.read(data, mime=mime, trust_anchors_pem=anchors, timeout_s=timeout_s)
     if reading is None:
         return None
-    types = reading.digital_source_types
-    ai = [t for t in types if _term(t) in AI_SOURCE_TYPES]
+    own, ingredients = reading.digital_source_types, reading.ingredient_source_types
+    ai = [t for t in own + ingredients if _term(t) in AI_SOURCE_TYPES]
     return ContentCredentials(
         validation=reading.validation,
-        digital_source_type=(ai or list(types) or [None])[0],
+        digital_source_type=(ai or list(own) or [None])[0],
         generator=reading.generator,
         signer=reading.signer,
         reason=reading.reason,

@@ -178,6 +178,40 @@ def sign(
     return signed.getvalue()
 
 
+def sign_edit(parent: bytes, fmt: str, organisation: str, generator: tuple[str, str]) -> bytes:
+    """A crop of `parent` signed by `organisation`: a manifest whose actions declare no source
+    type, with `parent` (and its own manifest) as its ingredient."""
+    signing = identity(organisation)
+    manifest = {
+        "claim_generator_info": [{"name": generator[0], "version": generator[1]}],
+        "assertions": [
+            {
+                "label": "c2pa.actions",
+                "data": {
+                    "actions": [
+                        {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}},
+                        {"action": "c2pa.cropped"},
+                    ]
+                },
+            }
+        ],
+    }
+    no_thumbnail = c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+    signer = c2pa.Signer.from_info(
+        c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, signing.chain_pem, signing.key_pem, None)
+    )
+    with signer, c2pa.Builder(manifest, context=c2pa.Context(no_thumbnail)) as builder:
+        ingredient = {"title": f"parent.{fmt.lower()}", "relationship": "parentOf"}
+        builder.add_ingredient_from_stream(
+            {**ingredient, "label": "parent"}, MIME[fmt], io.BytesIO(parent)
+        )
+        with Image.open(io.BytesIO(parent)) as image:
+            cropped = encode(image.convert("RGB").crop((0, 0, 80, 60)), fmt)
+        signed = io.BytesIO()
+        builder.sign(signer, MIME[fmt], io.BytesIO(cropped), signed)
+    return signed.getvalue()
+
+
 def camera_exif() -> bytes:
     exif = Image.Exif()
     exif[0x010F], exif[0x0110] = CAMERA_MAKE, CAMERA_MODEL  # Make, Model

@@ -20,9 +20,11 @@ from tests.provenance_fixtures import (
     AI_MEDIA,
     CAMERA_FIRMWARE,
     CAPTURE,
+    IMAGE_GENERATOR,
     IPTC,
     SD_PARAMETERS,
     TRUSTED,
+    UNTRUSTED,
     case_names,
     cases,
     garbled_manifest,
@@ -31,6 +33,7 @@ from tests.provenance_fixtures import (
     png_with_jumbf,
     png_with_text,
     sign,
+    sign_edit,
     trust_anchors_pem,
     with_xmp,
     write_trust_anchors,
@@ -130,6 +133,23 @@ def test_an_ai_action_among_several_is_the_manifests_source_type(reader):
     )
     provenance = _read(edited, reader)
     assert (provenance.c2pa.digital_source_type, provenance.declared) == (AI_MEDIA, "ai_generated")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_edit_of_a_generated_picture_declares_it_through_its_ingredient(fmt, reader):
+    generated = sign(photo(fmt), fmt, UNTRUSTED, AI_MEDIA, IMAGE_GENERATOR)
+    edited = sign_edit(generated, fmt, TRUSTED, ("Photo Editor", "9.0"))
+    provenance = _read(edited, reader)
+    assert provenance.to_dict() == {
+        "c2pa": {
+            "validation": "trusted",
+            "digital_source_type": AI_MEDIA,
+            "generator": "Photo Editor 9.0",
+            "signer": TRUSTED,
+        },
+        "metadata": EmbeddedMetadata().to_dict(),
+        "declared": "ai_generated",
+    }
 
 
 # --- unsigned metadata ---------------------------------------------------------------------
