@@ -71,7 +71,9 @@ def read_metadata(data: bytes) -> EmbeddedMetadata:
     )
 
 
-def _generator(info: dict, exif: Image.Exif, exif_ifd: dict, xmp: ElementTree.Element | None):
+def _generator(
+    info: dict, exif: Image.Exif, exif_ifd: dict, xmp: ElementTree.Element | None
+) -> str | None:
     """The first trace found: generator text chunks, then EXIF Software, the web UI's EXIF
     UserComment, and XMP CreatorTool."""
     text = {key: value for key, value in info.items() if isinstance(value, str)}

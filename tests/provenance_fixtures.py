@@ -13,6 +13,7 @@ import datetime
 import io
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -145,70 +146,58 @@ def sign(
     declaring `source_type`, then `extra_actions`; `thumbnail_bytes` of random bytes as its
     thumbnail make the manifest that large; with `remote_url` the file only names the manifest
     by that URL (not embedded)."""
-    signing = identity(organisation)
-    manifest = {
-        "claim_generator_info": [{"name": generator[0], "version": generator[1]}],
-        "title": f"test.{fmt.lower()}",
-        "assertions": [
-            {
-                "label": "c2pa.actions",
-                "data": {
-                    "actions": [
-                        {"action": "c2pa.created", "digitalSourceType": source_type},
-                        *extra_actions,
-                    ]
-                },
-            },
-        ],
-    }
+    created = {"action": "c2pa.created", "digitalSourceType": source_type}
+    manifest = _manifest(generator, [created, *extra_actions])
     if thumbnail_bytes:
         manifest["thumbnail"] = {"format": "image/jpeg", "identifier": "thumbnail.jpg"}
-    no_thumbnail = c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}})
-    signer = c2pa.Signer.from_info(
-        c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, signing.chain_pem, signing.key_pem, None)
-    )
-    with signer, c2pa.Builder(manifest, context=c2pa.Context(no_thumbnail)) as builder:
+
+    def prepare(builder: c2pa.Builder) -> None:
         if thumbnail_bytes:
             builder.add_resource("thumbnail.jpg", io.BytesIO(os.urandom(thumbnail_bytes)))
         if remote_url:
             builder.set_no_embed()
             builder.set_remote_url(remote_url)
-        signed = io.BytesIO()
-        builder.sign(signer, MIME[fmt], io.BytesIO(data), signed)
-    return signed.getvalue()
+
+    return _signed(data, fmt, organisation, manifest, prepare)
 
 
 def sign_edit(parent: bytes, fmt: str, organisation: str, generator: tuple[str, str]) -> bytes:
     """A crop of `parent` signed by `organisation`: a manifest whose actions declare no source
     type, with `parent` (and its own manifest) as its ingredient."""
-    signing = identity(organisation)
-    manifest = {
+    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}}
+    manifest = _manifest(generator, [opened, {"action": "c2pa.cropped"}])
+    ingredient = {"title": f"parent.{fmt.lower()}", "relationship": "parentOf", "label": "parent"}
+    with Image.open(io.BytesIO(parent)) as image:
+        cropped = encode(image.convert("RGB").crop((0, 0, 80, 60)), fmt)
+    return _signed(
+        cropped,
+        fmt,
+        organisation,
+        manifest,
+        lambda builder: builder.add_ingredient_from_stream(
+            ingredient, MIME[fmt], io.BytesIO(parent)
+        ),
+    )
+
+
+def _manifest(generator: tuple[str, str], actions: list[dict]) -> dict:
+    return {
         "claim_generator_info": [{"name": generator[0], "version": generator[1]}],
-        "assertions": [
-            {
-                "label": "c2pa.actions",
-                "data": {
-                    "actions": [
-                        {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}},
-                        {"action": "c2pa.cropped"},
-                    ]
-                },
-            }
-        ],
+        "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}],
     }
+
+
+def _signed(data: bytes, fmt: str, organisation: str, manifest: dict, prepare) -> bytes:
+    """`data` signed with `manifest` by `organisation`, after `prepare(builder)`."""
+    signing = identity(organisation)
     no_thumbnail = c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}})
     signer = c2pa.Signer.from_info(
         c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, signing.chain_pem, signing.key_pem, None)
     )
     with signer, c2pa.Builder(manifest, context=c2pa.Context(no_thumbnail)) as builder:
-        ingredient = {"title": f"parent.{fmt.lower()}", "relationship": "parentOf"}
-        builder.add_ingredient_from_stream(
-            {**ingredient, "label": "parent"}, MIME[fmt], io.BytesIO(parent)
-        )
-        with Image.open(io.BytesIO(parent)) as image:
-            cropped = encode(image.convert("RGB").crop((0, 0, 80, 60)), fmt)
+        prepare(builder)
         signed = io.BytesIO()
-        builder.sign(signer, MIME[fmt], io.BytesIO(cropped), signed)
+        builder.sign(signer, MIME[fmt], io.BytesIO(data), signed)
     return signed.getvalue()
 
 
@@ -300,13 +289,7 @@ def png_with_jumbf(payload_bytes: int, declared_bytes: int | None = None) -> byt
     png = photo("PNG", 0)
     idat = png.find(b"IDAT") - 4
     chunk = struct.pack(">I4s", len(box), b"caBX") + box
-    return png[:idat] + chunk + struct.pack(">I", _crc(b"caBX" + box)) + png[idat:]
-
-
-def _crc(data: bytes) -> int:
-    import zlib
-
-    return zlib.crc32(data) & 0xFFFFFFFF
+    return png[:idat] + chunk + struct.pack(">I", zlib.crc32(b"caBX" + box)) + png[idat:]
 
 
 CASE_NAMES = (
