@@ -16,7 +16,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from common.provenance import read_provenance, verdict_for
-from deployments.http_api import STATIC_DIR
 from deployments.security_headers import PAGE_POLICY, SecurityHeadersMiddleware
 from tests.conftest import ROOT
 from tests.images import crop, encode
@@ -32,6 +31,7 @@ from tests.provenance_fixtures import (
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
+STATIC_DIR = ROOT / "deployments" / "static"  # what the Ingress serves at / and /static
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 CARD_FIELDS = ("prov-declared", "prov-validation", "prov-signer", "prov-source-type",
                "prov-generator", "prov-camera")  # fmt: skip
