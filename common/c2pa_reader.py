@@ -138,6 +138,7 @@ class ManifestReader:
     def __init__(self, *, max_children: int = 2, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         if max_children < 1:
             raise ValueError("max_children must be at least 1")
+        self.max_children = max_children
         self._memory_bytes = memory_bytes
         self._slots = threading.BoundedSemaphore(max_children)
         self._idle: list[_Child] = []

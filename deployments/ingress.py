@@ -31,6 +31,13 @@ from ray.serve.handle import DeploymentHandle
 
 from common.answers import ModelInfo, Prediction, prediction_for
 from common.image import ImageError, ImageLimits, PreparedImage, prepare_frames
+from common.provenance import (
+    ManifestReader,
+    Provenance,
+    load_trust_anchors,
+    read_provenance,
+    verdict_for,
+)
 from common.settings import apply_log_level, get_settings
 from deployments.auth import API_KEY_DOC, API_KEY_HEADER
 from deployments.background import BatchedSender
@@ -96,6 +103,10 @@ class IngressConfig(BaseModel):
     preprocess_in_ingress: bool = False
     # When the RateLimiter cannot be asked in time: let requests through (true) or 503.
     rate_limiter_fails_open: bool = True
+    # C2PA manifests are read in child processes of this replica (common.c2pa_reader): at
+    # most this many at once, each stopped after provenance_timeout_s (then `invalid`).
+    provenance_timeout_s: float = Field(2.0, gt=0)
+    provenance_readers: int = Field(2, ge=1)
     # The one home of the decoded-image limits; every deployment that decodes gets them with
     # the call. The byte limits are MAX_FILE_BYTES / MAX_BATCH_BYTES (the edge needs them).
     min_side: int = Field(ImageLimits.min_side, ge=1)  # px, each side of an upload
@@ -132,12 +143,17 @@ def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 
-def _verdict(prediction: Prediction) -> dict:
+def _verdict(prediction: Prediction, provenance: Provenance) -> dict:
+    """The answer fields of one upload: the classifier's, its provenance, and the two combined."""
+    verdict, source = verdict_for(prediction.prediction, provenance)
     return {
         "prediction": prediction.prediction,
         "probability": prediction.probability,
         "confidence": prediction.confidence,
         "frames": prediction.frames,
+        "provenance": provenance.to_dict(),
+        "verdict": verdict,
+        "verdict_source": source,
     }
 
 
@@ -164,6 +180,8 @@ class Ingress:
     ) -> None:
         self.settings = get_settings()
         apply_log_level(self.settings, "Ingress")
+        self._trust_anchors = load_trust_anchors(self.settings.c2pa_trust_anchors)
+        self._manifests: ManifestReader | None = None  # started with the first user_config
         self.config = IngressConfig()
         self.metrics = ingress_metrics()
         self._preprocessor = preprocessor
@@ -189,6 +207,16 @@ class Ingress:
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.config = IngressConfig.model_validate(user_config)  # a bad one keeps the old
         self._mirror.config = self.config.mirror()
+        if (
+            self._manifests is None
+            or self._manifests.max_children != self.config.provenance_readers
+        ):
+            previous, self._manifests = (
+                self._manifests,
+                ManifestReader(max_children=self.config.provenance_readers),
+            )
+            if previous is not None:
+                previous.close()
         self._classify_gathered.set_max_batch_size(self.config.gather_max_images)
         self._classify_gathered.set_batch_wait_timeout_s(self.config.gather_wait_s)
         if self._gauges is None:
@@ -209,6 +237,8 @@ class Ingress:
         """Serve is stopping this replica: send the pending drift reports and mirrored images
         (within the deployment's graceful_shutdown_timeout_s)."""
         await asyncio.gather(self._drift.flush(), self._mirror.flush())
+        if self._manifests is not None:
+            self._manifests.close()
 
     # --- routes ------------------------------------------------------------------------------
 
@@ -220,15 +250,15 @@ class Ingress:
         started = time.perf_counter()
         data = await single_upload(request)
         info = await self._primary_info()
-        frames = await self._prepare(data, info.image_size)
+        frames, provenance = await self._read(data, info.image_size)
         classified = time.perf_counter()
         per_frame = list(await asyncio.gather(*(self._classify_gathered(f) for f in frames)))
         prediction = most_generated(per_frame)
         self._observe_stages(prediction, (time.perf_counter() - classified) * 1000.0)
-        self._after_predictions([prediction], info)
+        self._after_predictions([prediction], [provenance], info)
         self._mirror.offer(frames, per_frame)
         return PredictResponse(
-            **_verdict(prediction),
+            **_verdict(prediction, provenance),
             inference_time_ms=_ms_since(started),
             model_version=prediction.model_version,
             request_id=request_id_of(request),
@@ -247,25 +277,26 @@ class Ingress:
         info = await self._primary_info()
         self.metrics.batch_files.observe(len(named))
         prepared = await asyncio.gather(
-            *(self._prepare(data, info.image_size) for _, data in named), return_exceptions=True
+            *(self._read(data, info.image_size) for _, data in named), return_exceptions=True
         )
         for item in prepared:
             if isinstance(item, BaseException) and not isinstance(item, ImageError):
                 raise item  # not the upload's fault: the whole request fails as usual
-        judged = [item for item in prepared if isinstance(item, list)]
+        judged = [item[0] for item in prepared if isinstance(item, tuple)]
+        provenances = [item[1] for item in prepared if isinstance(item, tuple)]
         frames = [frame for upload in judged for frame in upload]
         per_frame = await self._classify(frames, "batch") if frames else []
         answers, start = [], 0
         for upload in judged:
             answers.append(most_generated(per_frame[start : start + len(upload)]))
             start += len(upload)
-        self._after_predictions(answers, info)
+        self._after_predictions(answers, provenances, info)
         self._mirror.offer(frames, per_frame)
         answered = iter(answers)
         items = [
             BatchItem(filename=name, error=str(item))
             if isinstance(item, ImageError)
-            else BatchItem(filename=name, **_verdict(next(answered)))
+            else BatchItem(filename=name, **_verdict(next(answered), item[1]))
             for (name, _), item in zip(named, prepared, strict=True)
         ]
         failed = sum(item.error is not None for item in items)
@@ -288,7 +319,7 @@ class Ingress:
         started = time.perf_counter()
         data = await single_upload(request)
         info = await self._primary_info()
-        frames = await self._prepare(data, info.image_size)
+        frames, provenance = await self._read(data, info.image_size)
         image = frames[0]
         if len(frames) > 1:
             per_frame = await self._classify(frames, "explain")
@@ -308,9 +339,9 @@ class Ingress:
             model_ms=explanation.explain_ms,
             frames=len(frames),
         )
-        self._after_predictions([prediction], info)
+        self._after_predictions([prediction], [provenance], info)
         return ExplainResponse(
-            **_verdict(prediction),
+            **_verdict(prediction, provenance),
             inference_time_ms=_ms_since(started),
             model_version=prediction.model_version,
             request_id=request_id_of(request),
@@ -409,6 +440,29 @@ class Ingress:
             raise unavailable("not_ready", "the model is not loaded yet")
         return self._info
 
+    async def _read(self, data: bytes, image_size: int) -> tuple[list[PreparedImage], Provenance]:
+        """The upload's pictures and its provenance, read side by side (provenance from the
+        bytes only; the classifier never sees it)."""
+        frames, provenance = await asyncio.gather(
+            self._prepare(data, image_size), self._provenance(data)
+        )
+        return frames, provenance
+
+    async def _provenance(self, data: bytes) -> Provenance:
+        started = time.perf_counter()
+        provenance = await asyncio.to_thread(
+            read_provenance,
+            data,
+            trust_anchors_pem=self._trust_anchors,
+            max_bytes=self.settings.max_file_bytes,
+            timeout_s=self.config.provenance_timeout_s,
+            reader=self._manifests,
+        )
+        self.metrics.stage_latency_ms.observe(_ms_since(started), tags={"stage": "provenance"})
+        if provenance.c2pa is not None and provenance.c2pa.reason:
+            logger.info("C2PA manifest %s: %s", provenance.c2pa.validation, provenance.c2pa.reason)
+        return provenance
+
     def _limits(self) -> ImageLimits:
         return self.config.image_limits(self.settings.max_file_bytes)
 
@@ -472,13 +526,21 @@ class Ingress:
 
     # --- after an answer: metrics, drift, shadow (never on the request's path) -----------------
 
-    def _after_predictions(self, predictions: list[Prediction], info: ModelInfo) -> None:
+    def _after_predictions(
+        self, predictions: list[Prediction], provenances: list[Provenance], info: ModelInfo
+    ) -> None:
         """Metrics and drift see one answer per upload (the Shadow is offered each frame)."""
-        for prediction in predictions:
+        for prediction, provenance in zip(predictions, provenances, strict=True):
             self.metrics.predictions.inc(
                 tags={"label": prediction.prediction, "confidence": prediction.confidence}
             )
             self.metrics.probability.observe(prediction.probability)
+            declared = provenance.declared
+            self.metrics.provenance_declared.inc(tags={"declared": declared or "none"})
+            if declared is not None:
+                said = "ai_generated" if declared == "ai_generated" else "real"
+                agreement = "agree" if prediction.prediction == said else "disagree"
+                self.metrics.provenance_agreement.inc(tags={"agreement": agreement})
         self._drift_info = info
         self._drift.add([(p.probability, p.prediction) for p in predictions])
 

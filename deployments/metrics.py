@@ -62,6 +62,8 @@ _INGRESS_SERIES = {
     "shadow_errors": [{}],
     "retries": [{"route": r} for r in ("predict", "batch", "explain", "compare", "decode")],
     "dependency_errors": [{"dependency": "rate_limiter"}, {"dependency": "drift_monitor"}],
+    "provenance_declared": [{"declared": d} for d in ("ai_generated", "camera", "none")],
+    "provenance_agreement": [{"agreement": "agree"}, {"agreement": "disagree"}],
 }  # fmt: skip
 
 
@@ -85,6 +87,8 @@ class IngressMetrics:
     shadow_errors: Counter
     retries: Counter
     dependency_errors: Counter
+    provenance_declared: Counter
+    provenance_agreement: Counter
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,12 @@ def _new_ingress_metrics() -> IngressMetrics:
         dependency_errors=Counter("ppd_dependency_errors",
                                   "RateLimiter or DriftMonitor calls that failed or timed out",
                                   tag_keys=("dependency",)),
+        provenance_declared=Counter("ppd_provenance_declared",
+                                    "answered uploads by what their provenance declares "
+                                    "(ai_generated, camera, none)", tag_keys=("declared",)),
+        provenance_agreement=Counter("ppd_provenance_agreement",
+                                     "declared uploads by whether the classifier's label "
+                                     "agrees with the declaration", tag_keys=("agreement",)),
     )  # fmt: skip
 
 

@@ -10,11 +10,13 @@ __all__ = [
     "BatchItem",
     "BatchResponse",
     "CompareResponse",
+    "ContentCredentialsField",
     "ErrorResponse",
     "ExplainResponse",
     "HealthResponse",
     "LivenessResponse",
     "PredictResponse",
+    "ProvenanceField",
 ]
 
 LabelField = Literal["real", "ai_generated"]
@@ -28,11 +30,50 @@ FRAMES_DESCRIPTION = (
 )
 
 
+class ContentCredentialsField(BaseModel):
+    validation: Literal["trusted", "untrusted", "invalid"] = Field(
+        description="trusted: hashes and signature hold and the signer chains to a configured "
+        "trust anchor; untrusted: they hold but the signer is unknown; invalid: a mismatch, a "
+        "malformed manifest, or one that could not be read in time"
+    )
+    digital_source_type: str | None = Field(description="IPTC DigitalSourceType URI it declares")
+    generator: str | None = Field(description="the manifest's claim generator")
+    signer: str | None = Field(description="organisation of the signing certificate")
+
+
+class MetadataField(BaseModel):
+    digital_source_type: str | None = Field(description="XMP Iptc4xmpExt:DigitalSourceType")
+    generator: str | None = Field(
+        description="a generator's trace: PNG text chunks (Stable Diffusion `parameters`, "
+        "ComfyUI `prompt`/`workflow`, ...) or EXIF Software naming a generator"
+    )
+    camera: str | None = Field(description="EXIF Make and Model")
+
+
+class ProvenanceField(BaseModel):
+    c2pa: ContentCredentialsField | None = Field(description="null: no C2PA manifest")
+    metadata: MetadataField
+    declared: Literal["ai_generated", "camera"] | None = Field(
+        description="ai_generated: any readable AI declaration (C2PA or XMP, signed or not) or a "
+        "generator's trace; camera: only a trusted C2PA manifest declaring digitalCapture"
+    )
+
+
+VERDICT_DESCRIPTION = (
+    "the combined decision: ai_generated when the upload declares it (verdict_source "
+    "provenance), otherwise the classifier's prediction; a trusted camera declaration never "
+    "overrides the classifier (docs/provenance.md)"
+)
+
+
 class PredictResponse(BaseModel):
-    prediction: LabelField
+    prediction: LabelField = Field(description="the classifier's answer, from pixels only")
     probability: float = Field(description="P(AI-generated), 0..1", ge=0.0, le=1.0)
     confidence: ConfidenceField
     frames: int = Field(description=FRAMES_DESCRIPTION, ge=1)
+    provenance: ProvenanceField
+    verdict: LabelField = Field(description=VERDICT_DESCRIPTION)
+    verdict_source: Literal["classifier", "provenance"]
     inference_time_ms: float = Field(description="server time for this request, milliseconds")
     model_version: str
     request_id: str
@@ -51,6 +92,9 @@ class BatchItem(BaseModel):
     probability: float | None = Field(default=None, ge=0.0, le=1.0)
     confidence: ConfidenceField | None = None
     frames: int | None = Field(default=None, description=FRAMES_DESCRIPTION, ge=1)
+    provenance: ProvenanceField | None = None
+    verdict: LabelField | None = Field(default=None, description=VERDICT_DESCRIPTION)
+    verdict_source: Literal["classifier", "provenance"] | None = None
     error: str | None = Field(default=None, description="why this file has no prediction")
 
 

@@ -21,6 +21,7 @@ import pytest
 import ray
 import torch
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.serving import free_port, serving_env
 from common.checkpoint import ModelMeta, save_checkpoint
@@ -28,6 +29,7 @@ from common.drift import window_statistics
 from common.image import prepare_image
 from common.model import build_model, to_model_input
 from tests.images import image_bytes
+from tests.provenance_fixtures import write_trust_anchors
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGE_SIZE = 32  # px: tiny inputs keep EfficientNet-B0 fast on two cores
@@ -107,7 +109,8 @@ def app_config(port: int, checkpoints: dict[str, Path]) -> dict:
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     app = config["applications"][0]
-    app["runtime_env"] = {"env_vars": dict(APP_ENV)}
+    anchors = write_trust_anchors(Path(tempfile.mkdtemp(prefix="c2pa-anchors-")) / "roots.pem")
+    app["runtime_env"] = {"env_vars": {**APP_ENV, "C2PA_TRUST_ANCHORS": str(anchors)}}
     deployment(config, "Ingress")["num_replicas"] = 2
     for name, checkpoint in (("Classifier", "primary"), ("Explainer", "primary"),
                              ("Shadow", "other")):  # fmt: skip
@@ -157,6 +160,31 @@ def reconfigured(app: ServedApp, user_configs: dict[str, dict]) -> Iterator[dict
         yield config
     finally:
         deploy(app.config)
+
+
+def metric_value(url: str, sample: str, **labels: str) -> float:
+    """The sum over replicas of `sample` (e.g. `ray_ppd_shadow_errors_total`) in the app's
+    GET /metrics, over the series whose labels include `labels`."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == sample and labels.items() <= s.labels.items()
+    )
+
+
+def wait_for_metric(
+    url: str, sample: str, expected: float, timeout_s: float = 60, **labels: str
+) -> float:
+    """`metric_value` once it reaches `expected` (replicas export every few seconds), or the
+    last value seen after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = metric_value(url, sample, **labels)
+        if value >= expected or time.monotonic() > deadline:
+            return value
+        time.sleep(1)
 
 
 _keys = itertools.cycle(TEST_KEYS)

@@ -1,23 +1,39 @@
 """GET /metrics: the application's own series, from every replica, in Prometheus text."""
 
+import re
 import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import TEST_KEYS
+from tests.conftest import ROOT, TEST_KEYS, reconfigured
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.serve
 
-EXPECTED_FAMILIES = {
-    "ray_ppd_http_requests", "ray_ppd_http_request_latency_ms", "ray_ppd_stage_latency_ms",
-    "ray_ppd_predictions", "ray_ppd_probability", "ray_ppd_image_bytes", "ray_ppd_image_pixels",
+MONITORING = ROOT / "k8s" / "monitoring"
+# Every family the Grafana dashboard and the alert rules read (the histograms'
+# _bucket/_sum/_count and the counters' _total are one family each).
+USED_FAMILIES = {
+    re.sub(r"_(total|bucket|sum|count)$", "", name)
+    for path in (MONITORING / "grafana-dashboard.json", MONITORING / "prometheusrule.yaml")
+    for name in re.findall(r"ray_ppd_[a-z_]+", path.read_text())
+}
+# Present from start-up, before any traffic: the counters' and gauges' zero series.
+ZERO_SERIES = {
+    ("ray_ppd_dependency_errors_total", "dependency", "rate_limiter"),
+    ("ray_ppd_dependency_errors_total", "dependency", "drift_monitor"),
+    ("ray_ppd_rate_limited_total", "limit", "auth_failures"),
+    ("ray_ppd_overload_rejections_total", "route", "/predict/compare"),
+    ("ray_ppd_model_swaps_total", "role", "shadow"),
+    ("ray_ppd_model_load_failures_total", "role", "primary"),
+    ("ray_ppd_drift_signal", "signal", "ai_generated_ratio"),
+}
+EXPECTED_FAMILIES = USED_FAMILIES | {
+    "ray_ppd_stage_latency_ms", "ray_ppd_image_bytes", "ray_ppd_image_pixels",
     "ray_ppd_batch_files", "ray_ppd_validation_errors", "ray_ppd_auth_failures",
-    "ray_ppd_inflight_requests", "ray_ppd_batch_size", "ray_ppd_model_info",
-    "ray_ppd_model_loaded", "ray_ppd_drift_score", "ray_ppd_drift_signal", "ray_ppd_drift_detected",
-    "ray_ppd_drift_window_size",
+    "ray_ppd_model_info", "ray_ppd_dependency_errors",
 }  # fmt: skip
 
 
@@ -34,10 +50,28 @@ def _label_values(families: dict):
     return values
 
 
-def test_application_metrics_cover_every_stage(served_app, client):
-    # traffic that touches every family: predictions, a batch, an explanation, errors, a 401
-    for i in range(3):
-        client.post("/predict", files={"file": ("m.jpg", image_bytes(i))})
+def test_counters_and_gauges_have_their_zero_series_before_any_traffic(served_app):
+    deadline = time.monotonic() + 60
+    while True:
+        text = httpx.get(f"{served_app.url}/metrics", timeout=30).text
+        present = {
+            (s.name, label, s.labels.get(label))
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            for label in s.labels
+        }
+        if present >= ZERO_SERIES or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert present >= ZERO_SERIES, sorted(ZERO_SERIES - present)
+
+
+def test_application_metrics_cover_every_family_the_dashboard_and_alerts_use(served_app, client):
+    # traffic that touches every family: predictions (some mirrored to the shadow), a batch,
+    # an explanation, errors, a 401
+    with reconfigured(served_app, {"Ingress": {"shadow_fraction": 1.0}}):
+        for i in range(3):
+            client.post("/predict", files={"file": ("m.jpg", image_bytes(i))})
     client.post("/predict/batch", files=[("files", ("a.jpg", image_bytes(0))),
                                          ("files", ("b.txt", b"text"))])  # fmt: skip
     client.post("/predict/explain", files={"file": ("e.jpg", image_bytes(1))})
