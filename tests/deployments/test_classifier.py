@@ -1,14 +1,23 @@
-"""Classifier logic through its DeploymentHandle (no HTTP)."""
+"""Classifier logic through its DeploymentHandle, and how the Ingress calls it."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 import ray
 from ray import serve
 
 from common.image import prepare_image
-from tests.conftest import APP_NAME, TEST_IMAGE_SIZE, deployment, reconfigured
+from tests.conftest import (
+    APP_NAME,
+    TEST_IMAGE_SIZE,
+    deployment,
+    metric_value,
+    reconfigured,
+    wait_for_metric,
+)
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.serve
@@ -50,21 +59,31 @@ def test_pixels_of_another_side_are_resized_not_refused(classifier):
     assert 0.0 <= prediction.probability <= 1.0
 
 
-def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, classifier):
-    # 16 concurrent single-image requests over the two ingress replicas, each gathering up
-    # to 8 for up to 1 s: at most 3 groups (e.g. 9 + 7 -> 8, 1, 7), so at most 3 forward
-    # passes; one call per request would have made many more with no batch wait.
-    ingress = serve.get_deployment_handle("Ingress", app_name=APP_NAME)
+def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, classifier, api_key):
+    # 16 concurrent /predict requests over the two ingress replicas, each gathering up to 8 for
+    # up to 1 s: the primary's forward passes (its batch-size histogram) number at most 3
+    # (e.g. 9 + 7 -> 8, 1, 7); one call per request would have made many more with no wait.
+    url = served_app.url
     images = [image_bytes(i % 8) for i in range(16)]
     singles = {i: classifier.remote(prepare_image(images[i], TEST_IMAGE_SIZE)).result()
                for i in range(8)}  # fmt: skip
     with reconfigured(served_app, {"Ingress": {"gather_max_images": 8, "gather_wait_s": 1.0}}):
-        responses = [ingress.predict.remote(data) for data in images]
-        predictions = [response.result()[0] for response in responses]
-    assert len({p.model_ms for p in predictions}) <= 3
-    assert max(p.batch_size for p in predictions) >= 8
-    for i, prediction in enumerate(predictions):  # each caller gets its own image's answer
-        assert prediction.probability == pytest.approx(singles[i % 8].probability, abs=1e-4)
+        time.sleep(12)  # the warm-up and the singles above are exported first
+        passes = metric_value(url, "ray_ppd_batch_size_count", role="primary")
+        counted = metric_value(url, "ray_ppd_batch_size_sum", role="primary")
+
+        def send(data: bytes) -> dict:
+            with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=60) as http:
+                return http.post("/predict", files={"file": ("g.jpg", data)}).json()
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = list(pool.map(send, images))
+        assert wait_for_metric(url, "ray_ppd_batch_size_sum", counted + 16, role="primary") == (
+            counted + 16
+        )
+        assert metric_value(url, "ray_ppd_batch_size_count", role="primary") - passes <= 3
+    for i, answer in enumerate(answers):  # each caller gets its own image's answer
+        assert answer["probability"] == pytest.approx(singles[i % 8].probability, abs=1e-4)
 
 
 def _classifier_logs() -> str:

@@ -20,8 +20,8 @@ from tests.images import animation, crop, encode, image_bytes, mpo
 pytestmark = pytest.mark.serve
 
 PREDICT_FIELDS = {
-    "prediction", "probability", "confidence", "frames", "inference_time_ms", "model_version",
-    "request_id",
+    "prediction", "probability", "confidence", "frames", "provenance", "verdict",
+    "verdict_source", "inference_time_ms", "model_version", "request_id",
 }  # fmt: skip
 TOLERANCE = 1e-4  # batched vs single passes differ by float rounding (~1e-5 seen); images by >1e-3
 
