@@ -256,12 +256,66 @@ def reencoded(data: bytes, fmt: str) -> bytes:
 
 
 def tampered(data: bytes, fmt: str) -> bytes:
-    """`data` with one byte of its image data changed after signing (the manifest untouched)."""
-    marker = {"JPEG": b"\xff\xda", "PNG": b"IDAT", "WEBP": b"VP8"}[fmt]
+    """`data` edited after signing, the manifest untouched: a PNG or WebP gets one pixel
+    changed (new, valid image data: the file still decodes), a JPEG one byte of its scan."""
+    if fmt == "PNG":
+        return _png_with_one_pixel_changed(data)
+    if fmt == "WEBP":
+        return _webp_with_one_pixel_changed(data)
+    marker = b"\xff\xda"
     at = (data.rfind(marker) if fmt != "WEBP" else data.find(marker)) + 40
     changed = bytearray(data)
     changed[at] ^= 0x5A
     return bytes(changed)
+
+
+def _one_pixel_changed(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = image.convert("RGB")
+    rgb.putpixel((0, 0), tuple(255 - v for v in rgb.getpixel((0, 0))))
+    return rgb
+
+
+def _riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(fourcc, payload) of each chunk of a WebP's RIFF body."""
+    chunks, at = [], 12
+    while at + 8 <= len(data):
+        kind, length = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
+        chunks.append((kind, data[at + 8 : at + 8 + length]))
+        at += 8 + length + (length & 1)
+    return chunks
+
+
+def _webp_with_one_pixel_changed(data: bytes) -> bytes:
+    fresh = dict(_riff_chunks(encode(_one_pixel_changed(data), "WEBP")))
+    body = b"WEBP"
+    for kind, payload in _riff_chunks(data):
+        if kind in (b"VP8 ", b"VP8L"):
+            kind, payload = next((k, fresh[k]) for k in (b"VP8 ", b"VP8L") if k in fresh)
+        body += kind + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _png_with_one_pixel_changed(data: bytes) -> bytes:
+    rgb = _one_pixel_changed(data)
+    rows = rgb.tobytes()
+    stride = rgb.width * 3
+    raw = b"".join(b"\0" + rows[y * stride : (y + 1) * stride] for y in range(rgb.height))
+    idat = zlib.compress(raw)
+    new_chunk = struct.pack(">I4s", len(idat), b"IDAT") + idat
+    new_chunk += struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+    out, at, placed = bytearray(data[:8]), 8, False
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        end = at + 12 + length
+        if kind == b"IDAT":
+            if not placed:
+                out += new_chunk
+                placed = True
+        else:
+            out += data[at:end]
+        at = end
+    return bytes(out)
 
 
 def manifest_offset(data: bytes) -> int:
