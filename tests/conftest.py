@@ -83,7 +83,8 @@ def ray_instance():
     os.environ.update(serving_env(Path(tempfile.mkdtemp(prefix="haproxy-tests-"))))
     # Tests call handles synchronously from this driver, which needs Serve's router loop.
     os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
-    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False)
+    # a new instance even where `ray start` left one running (address="local")
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
     yield
     from ray import serve
 
