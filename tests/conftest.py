@@ -175,6 +175,18 @@ def metric_value(url: str, sample: str, **labels: str) -> float:
     )
 
 
+def settled_metric_value(url: str, sample: str, **labels: str) -> float:
+    """`metric_value` once the replicas' last exports are in (the same value twice, one export
+    round apart): a count to compare a test's own traffic with."""
+    value = metric_value(url, sample, **labels)
+    while True:
+        time.sleep(6)
+        again = metric_value(url, sample, **labels)
+        if again == value:
+            return value
+        value = again
+
+
 def wait_for_metric(
     url: str, sample: str, expected: float, timeout_s: float = 60, **labels: str
 ) -> float:

@@ -16,6 +16,7 @@ from tests.conftest import (
     deployment,
     metric_value,
     reconfigured,
+    settled_metric_value,
     wait_for_metric,
 )
 from tests.images import image_bytes
@@ -68,8 +69,7 @@ def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, clas
     singles = {i: classifier.remote(prepare_image(images[i], TEST_IMAGE_SIZE)).result()
                for i in range(8)}  # fmt: skip
     with reconfigured(served_app, {"Ingress": {"gather_max_images": 8, "gather_wait_s": 1.0}}):
-        time.sleep(12)  # the warm-up and the singles above are exported first
-        passes = metric_value(url, "ray_ppd_batch_size_count", role="primary")
+        passes = settled_metric_value(url, "ray_ppd_batch_size_count", role="primary")
         counted = metric_value(url, "ray_ppd_batch_size_sum", role="primary")
 
         def send(data: bytes) -> dict:

@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import metric_value, reconfigured, wait_for_metric
+from tests.conftest import metric_value, reconfigured, settled_metric_value, wait_for_metric
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.serve
@@ -34,7 +34,7 @@ def test_slow_or_failing_shadow_leaves_predict_unchanged_and_mirrors_every_image
         baseline = statistics.median(_latencies(client))
 
     # A slow shadow: users do not wait for it, and every mirrored image still reaches it.
-    arrived = metric_value(url, "ray_ppd_batch_size_sum", role="shadow")
+    arrived = settled_metric_value(url, "ray_ppd_batch_size_sum", role="shadow")
     with reconfigured(served_app, {"Ingress": {"shadow_fraction": 1.0},
                                    "Shadow": {"inject_delay_s": 2.0}}):  # fmt: skip
         slow = statistics.median(_latencies(client))
@@ -43,7 +43,7 @@ def test_slow_or_failing_shadow_leaves_predict_unchanged_and_mirrors_every_image
     assert slow < baseline + 0.25, (baseline, slow)  # on the request path it would add >= 2 s
 
     # A failing shadow: users see nothing of it; every mirrored image counts as a shadow error.
-    errors = metric_value(url, "ray_ppd_shadow_errors_total")
+    errors = settled_metric_value(url, "ray_ppd_shadow_errors_total")
     with reconfigured(served_app, {"Ingress": {"shadow_fraction": 1.0},
                                    "Shadow": {"inject_failure": True}}):  # fmt: skip
         failing = statistics.median(_latencies(client))  # every answer is 200 (in _latencies)
@@ -54,8 +54,8 @@ def test_slow_or_failing_shadow_leaves_predict_unchanged_and_mirrors_every_image
 
 def test_mirrored_images_are_compared_with_the_primary(served_app, client):
     url = served_app.url
-    compared = metric_value(url, "ray_ppd_shadow_comparisons_total")
-    diffs = metric_value(url, "ray_ppd_shadow_probability_diff_count")
+    compared = settled_metric_value(url, "ray_ppd_shadow_comparisons_total")
+    diffs = settled_metric_value(url, "ray_ppd_shadow_probability_diff_count")
     with reconfigured(served_app, {"Ingress": {"shadow_fraction": 1.0}}):
         for i in range(6):
             response = client.post("/predict", files={"file": ("m.jpg", image_bytes(i))})
