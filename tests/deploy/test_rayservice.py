@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import ray
 import yaml
+from pydantic import BaseModel
 from ray.serve.schema import ServeDeploySchema
 
 import deployments
@@ -86,20 +87,28 @@ def test_every_user_config_is_accepted_by_its_deployment_code(serve_config):
             continue
         config_class = config_classes.get("Classifier" if name == "Shadow" else name)
         if config_class is not None:
-            config_class.from_user_config(deployment["user_config"])  # unknown keys raise
+            _parse(config_class, deployment["user_config"])  # unknown keys or wrong types raise
             checked.append(name)
     assert {"Classifier", "Ingress"} <= set(checked)
 
 
 def _config_classes() -> dict[str, type]:
-    """Deployment name -> its `<Name>Config` class with `from_user_config`, in deployments/."""
+    """Deployment name -> its `<Name>Config` class (a pydantic model, or a dataclass with
+    `from_user_config`), in deployments/."""
     found = {}
     for info in pkgutil.iter_modules(deployments.__path__):
         module = importlib.import_module(f"deployments.{info.name}")
         for attr, value in vars(module).items():
-            if attr.endswith("Config") and hasattr(value, "from_user_config"):
+            pydantic_model = isinstance(value, type) and issubclass(value, BaseModel)
+            if attr.endswith("Config") and (pydantic_model or hasattr(value, "from_user_config")):
                 found[attr.removesuffix("Config")] = value
     return found
+
+
+def _parse(config_class: type, raw: dict[str, Any]) -> Any:
+    if issubclass(config_class, BaseModel):
+        return config_class.model_validate(raw)
+    return config_class.from_user_config(raw)
 
 
 def test_empty_shadow_model_uri_means_no_shadow_model():

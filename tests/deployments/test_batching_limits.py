@@ -51,6 +51,6 @@ def test_max_ongoing_requests_leaves_room_for_full_batches(name):
 
     for role in ("Classifier", "Shadow"):
         deployment = deployments[role]
-        batching = ClassifierConfig.from_user_config(deployment.get("user_config", {}))
+        batching = ClassifierConfig.model_validate(deployment.get("user_config", {}))
         ongoing = deployment.get("max_ongoing_requests", SERVE_DEFAULT_MAX_ONGOING)
         assert ongoing >= batching.max_batch_size, role

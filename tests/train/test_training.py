@@ -15,10 +15,11 @@ from common.pretrained import resolve_pretrained
 from tests.conftest import next_api_key, reconfigured
 from train import driver, export, tracking
 from train.calibration import fit_temperature
+from train.config import TrainConfig
 from train.data import data_fingerprint, list_split, split_validation
 from train.evaluate import QualityGate, predict_logits
 from train.export import QualityGateFailed
-from train.loop import TrainConfig, lr_factor
+from train.loop import lr_scheduler
 from train.robustness import CONDITIONS, degrade
 from train.run_context import RunContext
 
@@ -32,12 +33,25 @@ def _lite0_digest() -> str:
     return resolve_pretrained("imagenet", "tf_efficientnet_lite0").origin["sha256"]
 
 
-def test_lr_warms_up_then_decays_by_cosine():
-    factors = [lr_factor(s, warmup_steps=4, total_steps=20, min_ratio=0.01) for s in range(21)]
-    assert factors[0] == pytest.approx(0.25)
-    assert factors[3] == pytest.approx(1.0)
-    assert all(a >= b for a, b in itertools.pairwise(factors[3:]))
-    assert factors[-1] == pytest.approx(0.01)
+def test_lr_warms_up_linearly_then_decays_by_cosine_per_step():
+    # 2 warm-up epochs of 2 steps, 10 epochs: warm-up over steps 0-3, cosine over 16 steps
+    cfg = TrainConfig(lr=1e-3, epochs=10, warmup_epochs=2, min_lr_ratio=0.01)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = lr_scheduler(optimizer, cfg, steps_per_epoch=2)
+
+    def lr_at(step: int) -> float:
+        scheduler.step_update(step)
+        return optimizer.param_groups[0]["lr"]
+
+    lrs = [lr_at(step) for step in range(21)]
+    assert lrs[0] == pytest.approx(2.5e-4)  # lr / warm-up steps
+    assert lrs[2] == pytest.approx(6.25e-4)  # linear: 2.5e-4 + 2 x (1e-3 - 2.5e-4) / 4
+    assert lrs[4] == pytest.approx(1e-3)  # the peak, where the cosine starts
+    assert lrs[12] == pytest.approx((1e-3 + 1e-5) / 2)  # half-way down the cosine
+    assert lrs[20] == pytest.approx(1e-5)  # min_lr_ratio x lr at the last step
+    assert all(a < b for a, b in itertools.pairwise(lrs[:5]))
+    assert all(a > b for a, b in itertools.pairwise(lrs[4:]))
+    assert lr_at(7) == lrs[7]  # a function of the step alone: a resumed run needs no state
 
 
 def test_a_config_stored_before_pretrained_existed_still_reads():
@@ -263,13 +277,13 @@ def test_export_exits_4_and_writes_nothing_below_the_gate(tracked_run, tmp_path,
 
 
 def test_a_refused_model_is_logged_to_its_run_and_not_exported(tracked_run, tmp_path, monkeypatch):
-    """`driver.export_tracked`, what `train.driver` and the notebook run after training."""
+    """`driver.export_and_register`, what `train.driver` and the notebook run after training."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked_run["uri"])
     run = tracking.start_run("refused", params={})
     cfg = TrainConfig(data_dir=str(tracked_run["data"]), image_size=32)
     out = tmp_path / "refused" / "model.safetensors"
     with pytest.raises(QualityGateFailed, match="quality gate failed: accuracy"):
-        driver.export_tracked(
+        driver.export_and_register(
             run, str(tracked_run["out"]), cfg, str(out), "refused", "fingerprint",
             QualityGate(min_accuracy=1.01, min_f1=1.01), REGISTERED, tmp_path / "report",
         )  # fmt: skip
