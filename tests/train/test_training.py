@@ -1,6 +1,7 @@
 import itertools
 import json
 import os
+import tempfile
 
 import httpx
 import numpy as np
@@ -293,6 +294,32 @@ def test_a_refused_model_is_logged_to_its_run_and_not_exported(tracked_run, tmp_
     assert logged.data.tags["quality_gate"] == "failed"
     assert logged.data.metrics["test.accuracy"] < 1.01
     assert logged.info.status == "FINISHED"
+
+
+def test_a_remote_export_leaves_no_temporary_folder_behind(tracked_run, tmp_path, monkeypatch):
+    """`driver.export_and_register` (train.driver and tune.sweep) puts a remote checkpoint's
+    report in a temporary folder, and removes it once MLflow has the files."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked_run["uri"])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    run = tracking.start_run("remote-export", params={})
+    cfg = TrainConfig(data_dir=str(tracked_run["data"]), image_size=32)
+    out = "memory://exports/remote/model.safetensors"
+    gate = QualityGate(min_accuracy=0, min_f1=0, max_ece=1, min_robust_accuracy=0)
+
+    report, model_uri = driver.export_and_register(
+        run, str(tracked_run["out"]), cfg, out, "remote", "fingerprint", gate, REGISTERED
+    )
+
+    assert sorted(scratch.iterdir()) == []
+    assert report["gate_passed"]
+    assert load_checkpoint(out)[1].version == "remote"
+    assert model_uri.startswith(f"models:/{REGISTERED}/")
+    client = MlflowClient(tracked_run["uri"])
+    logged = {a.path for a in client.list_artifacts(run.run_id, "evaluation")}
+    assert "evaluation/evaluation.json" in logged
+    assert client.get_run(run.run_id).info.status == "FINISHED"
 
 
 def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(
