@@ -62,8 +62,8 @@ def test_a_two_trial_asha_sweep_exports_and_registers_its_best_trial(
     assert sweep.main([*argv[: argv.index("--out") + 1], remote,
                        *argv[argv.index("--out") + 2 :]]) == 0  # fmt: skip
     assert "resuming sweep s2" in capsys.readouterr().out
-    assert load_checkpoint(remote)[1].version == meta.version
-    assert [p.name for p in scratch.iterdir() if p.name.startswith("ppd-report-")] == []
+    assert load_checkpoint(remote)[1].version.startswith("s2-")
+    assert sorted(scratch.iterdir()) == []
     assert len(client.search_runs([experiment.experiment_id], "tags.sweep = 's2'")) == 1
     trials = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
