@@ -1,8 +1,10 @@
 """Classifier deployment: batched EfficientNet-B0 inference on uint8 pixels (GPU when present).
 
-`@serve.batch` gathers concurrent requests into one forward pass; its size and wait come from
-`user_config` and change in place. The Shadow is this same class bound a second time with
-`role="shadow"` and its own `user_config` (no `model_uri`: no shadow).
+`@serve.batch` gathers concurrent requests into one forward pass (`common.inference`); its size
+and wait come from `user_config` (a strict pydantic model) and change in place. The Shadow is
+this same class bound a second time with `role="shadow"` and its own `user_config` (no
+`model_uri`: no shadow). `check_health` runs a 1-image forward pass, so that Serve replaces a
+replica whose model broke after loading.
 """
 
 from __future__ import annotations
