@@ -14,22 +14,19 @@ import uvicorn
 from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import JSONResponse
 
-from common.calibration import calibrated_probabilities
+from common.answers import prediction_for
 from common.checkpoint import load_checkpoint
 from common.image import ImageError, prepare_image
-from common.model import to_model_input
-from common.rules import confidence_for, label_for
-from deployments.model_slot import autocast_dtype
+from common.inference import forward_probabilities
 
 __all__ = ["create_app"]
 
 
 def create_app(checkpoint: str, threads: int, device: str = "cpu") -> FastAPI:
-    """On a GPU the model runs in the precision the served Classifier uses there, so the
-    two compare serving, not arithmetic."""
+    """The model runs through `common.inference`, as the served Classifier does (on a GPU in
+    the same precision), so the two compare serving, not arithmetic."""
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(checkpoint, device)
-    dtype = autocast_dtype(torch.device(device))
     app = FastAPI(title="baseline")
 
     @app.post("/predict")
@@ -39,16 +36,16 @@ def create_app(checkpoint: str, threads: int, device: str = "cpu") -> FastAPI:
             pixels = prepare_image(await file.read(), meta.image_size).pixels
         except ImageError as exc:
             return JSONResponse({"error": exc.kind, "detail": str(exc)}, exc.status_code)
-        with torch.inference_mode(), torch.autocast(device, dtype, enabled=dtype is not None):
-            x = to_model_input(torch.from_numpy(pixels)[None], meta.mean, meta.std, device)
-            p = float(calibrated_probabilities(model(x), meta)[0])
+        p = float(forward_probabilities(model, meta, pixels[None], device)[0])
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        answer = prediction_for(p, meta.threshold, model_version=meta.version, model_ms=elapsed_ms)
         return JSONResponse(
             {
-                "prediction": label_for(p, meta.threshold),
-                "probability": p,
-                "confidence": confidence_for(p),
-                "model_version": meta.version,
-                "inference_time_ms": (time.perf_counter() - started) * 1000.0,
+                "prediction": answer.prediction,
+                "probability": answer.probability,
+                "confidence": answer.confidence,
+                "model_version": answer.model_version,
+                "inference_time_ms": elapsed_ms,
             }
         )
 

@@ -1,12 +1,12 @@
 """Served probabilities against the CPU pipeline on the same images.
 
 The reference is the project's own pipeline in full precision on the CPU (`prepare_image`,
-the checkpoint's model, sigmoid); the served side is `/predict` of a running application (on
-a GPU: bf16 autocast, channels-last, normalisation on the device). Mixed precision moves each
-probability a little; what matters is that it never moves a decision: no label may differ
-where the reference's p lies outside 0.5 +- `band`. The report gives the largest |dp| (the
-tolerance this precision needs) and checks it against `tolerance`: a dp below the band can
-never flip a label outside it.
+then `common.inference` with the checkpoint's model and calibration); the served side is
+`/predict` of a running application (on a GPU: bf16 autocast, channels-last, normalisation on
+the device). Mixed precision moves each probability a little; what matters is that it never
+moves a decision: no label may differ where the reference's p lies outside 0.5 +- `band`. The
+report gives the largest |dp| (the tolerance this precision needs) and checks it against
+`tolerance`: a dp below the band can never flip a label outside it.
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.inputs import multipart_body
-from bench.limit import PRECISIONS
-from common.calibration import calibrated_probabilities
 from common.checkpoint import load_checkpoint
 from common.image import prepare_image
-from common.model import to_model_input
+from common.inference import Precision, forward_probabilities
 
 __all__ = [
     "BAND",
@@ -47,16 +44,13 @@ def correctness_images(data_dir: Path, count: int = 64) -> list[Path]:
 
 
 def reference_probabilities(
-    checkpoint: str, images: list[Path], device: str = "cpu", precision: str = "fp32"
+    checkpoint: str, images: list[Path], device: str = "cpu", precision: Precision = "fp32"
 ) -> list[float]:
     """P(AI-generated) from the pipeline in one process, one batch: on the CPU in fp32 (the
     reference), or on `device` in `precision` (to tell precision from serving effects)."""
     model, meta = load_checkpoint(checkpoint, device)
-    dtype = PRECISIONS[precision]
     pixels = np.stack([prepare_image(p.read_bytes(), meta.image_size).pixels for p in images])
-    with torch.inference_mode(), torch.autocast(device, dtype, enabled=dtype is not None):
-        x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, device)
-        return calibrated_probabilities(model(x), meta).cpu().tolist()
+    return forward_probabilities(model, meta, pixels, device, precision).tolist()
 
 
 def served_probabilities(url: str, images: list[Path], timeout_s: float = 30) -> list[float]:

@@ -132,8 +132,8 @@ def stage_checkpoint(args) -> dict:
     import ray
 
     from common.checkpoint import CHECKPOINT_FILENAME, load_checkpoint
+    from train.config import TrainConfig
     from train.driver import best_checkpoint_path, run_training
-    from train.loop import TrainConfig
 
     gpu = args.device == "cuda"
     cfg = TrainConfig(

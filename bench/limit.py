@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.calibration import calibrated_probabilities
 from common.checkpoint import load_checkpoint
 from common.image import prepare_image
-from common.model import to_model_input
-from deployments.model_slot import autocast_dtype
+from common.inference import PRECISIONS, Precision, autocast_dtype, forward_probabilities
 
 __all__ = ["decode_rate", "forward_rates", "measure_limit", "measure_split_limit"]
 
@@ -31,7 +29,6 @@ def measure_limit(
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(checkpoint, device)
     data = [path.read_bytes() for path in images]
-    dtype = autocast_dtype(torch.device(device))  # as the Classifier does
 
     def run(batch_size: int, count: int) -> float:
         started = time.perf_counter()
@@ -41,13 +38,7 @@ def measure_limit(
                 prepare_image(data[(done + i) % len(data)], meta.image_size).pixels
                 for i in range(batch_size)
             ]
-            pixels = torch.from_numpy(np.stack(batch))
-            with (
-                torch.inference_mode(),
-                torch.autocast(device, dtype, enabled=dtype is not None),
-            ):
-                x = to_model_input(pixels, meta.mean, meta.std, device)
-                calibrated_probabilities(model(x), meta).cpu()
+            forward_probabilities(model, meta, np.stack(batch), device)  # as the Classifier does
             done += batch_size
         return done / (time.perf_counter() - started)
 
@@ -63,9 +54,7 @@ def measure_limit(
 # Classifier's GPU runs the forward pass, so its ceiling is the slower of the two stages, each
 # measured alone: decoding in as many processes as the serve config gives the Preprocessors,
 # and the batched forward (uint8 to the device, normalise there, forward, probabilities back:
-# the Classifier's own `_probabilities` path) with pre-decoded pixels.
-
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+# the Classifier's own `common.inference` path) with pre-decoded pixels.
 
 _worker_data: list[bytes] = []
 
@@ -101,7 +90,7 @@ def forward_rates(
     checkpoint: str,
     images: list[Path],
     device: str = "cpu",
-    precisions: tuple[str, ...] = ("bf16", "fp32"),
+    precisions: tuple[Precision, ...] = ("bf16", "fp32"),
     batch_sizes: tuple[int, ...] = (1, 8, 32, 64, 128),
     images_per_size: int = 1024,
     threads: int = 1,
@@ -112,25 +101,22 @@ def forward_rates(
     decoded = [prepare_image(path.read_bytes(), meta.image_size).pixels for path in images]
     synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
-    def forward(pixels: torch.Tensor, dtype: torch.dtype | None) -> None:
-        with torch.inference_mode(), torch.autocast(device, dtype, enabled=dtype is not None):
-            x = to_model_input(pixels, meta.mean, meta.std, device)
-            calibrated_probabilities(model(x), meta).cpu()
+    def forward(pixels: torch.Tensor, precision: Precision) -> None:
+        forward_probabilities(model, meta, pixels, device, precision)
 
     rates: dict[str, dict[int, float]] = {}
     for precision in precisions:
-        dtype = PRECISIONS[precision]
         rates[precision] = {}
         for batch_size in batch_sizes:
             batch = np.stack([decoded[i % len(decoded)] for i in range(batch_size)])
             pixels = torch.from_numpy(batch)
             for _ in range(2):  # the first pass at a shape picks its kernels
-                forward(pixels, dtype)
+                forward(pixels, precision)
             iterations = max(2, images_per_size // batch_size)
             synchronize()
             started = time.perf_counter()
             for _ in range(iterations):
-                forward(pixels, dtype)
+                forward(pixels, precision)
             synchronize()
             rates[precision][batch_size] = round(
                 iterations * batch_size / (time.perf_counter() - started), 2
@@ -147,7 +133,7 @@ def measure_split_limit(
     images: list[Path],
     decode_processes: int,
     device: str = "cpu",
-    precisions: tuple[str, ...] = ("bf16", "fp32"),
+    precisions: tuple[Precision, ...] = ("bf16", "fp32"),
     batch_sizes: tuple[int, ...] = (1, 8, 32, 64, 128),
     decode_images: int = 1024,
     images_per_size: int = 1024,
@@ -164,7 +150,7 @@ def measure_split_limit(
     forward = forward_rates(
         checkpoint, images, device, precisions, batch_sizes, images_per_size, threads
     )
-    served_dtype = autocast_dtype(torch.device(device))
+    served_dtype = autocast_dtype(device)
     served = next(name for name, dtype in PRECISIONS.items() if dtype is served_dtype)
     by_batch = forward.get(served) or next(iter(forward.values()))
     best_batch = max(by_batch, key=by_batch.get)

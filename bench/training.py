@@ -29,9 +29,10 @@ from torch.utils.data import DataLoader
 
 from bench.serving import ROOT, machine_description
 from common.model import build_model, normalisation, to_model_input
+from train.config import TrainConfig
 from train.data import ImageFileDataset, list_split, split_validation
 from train.driver import run_training
-from train.loop import TrainConfig, train_transform
+from train.loop import train_transform
 
 __all__ = ["main", "plain_loop_images_per_s", "ray_train_images_per_s"]
 

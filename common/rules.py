@@ -6,7 +6,7 @@ maps to the same label and band everywhere.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "AI_GENERATED",
@@ -16,6 +16,7 @@ __all__ = [
     "Confidence",
     "Label",
     "confidence_for",
+    "is_ai_generated",
     "label_for",
 ]
 
@@ -32,9 +33,15 @@ Label = Literal["real", "ai_generated"]
 Confidence = Literal["high", "medium", "low"]
 
 
+def is_ai_generated(probability: Any, threshold: float = DEFAULT_THRESHOLD) -> Any:
+    """The decision rule, P(AI-generated) >= threshold: a bool for a float, elementwise for a
+    numpy array or a torch tensor (evaluation and training judge whole batches with it)."""
+    return probability >= threshold
+
+
 def label_for(probability: float, threshold: float = DEFAULT_THRESHOLD) -> Label:
-    """`ai_generated` when P(AI-generated) >= threshold, else `real`."""
-    return AI_GENERATED if probability >= threshold else REAL
+    """`ai_generated` when P(AI-generated) >= threshold (`is_ai_generated`), else `real`."""
+    return AI_GENERATED if is_ai_generated(probability, threshold) else REAL
 
 
 def confidence_for(probability: float) -> Confidence:

@@ -1,8 +1,10 @@
 """Classifier deployment: batched EfficientNet-B0 inference on uint8 pixels (GPU when present).
 
-`@serve.batch` gathers concurrent requests into one forward pass; its size and wait come from
-`user_config` and change in place. The Shadow is this same class bound a second time with
-`role="shadow"` and its own `user_config` (no `model_uri`: no shadow).
+`@serve.batch` gathers concurrent requests into one forward pass (`common.inference`); its size
+and wait come from `user_config` (a strict pydantic model) and change in place. The Shadow is
+this same class bound a second time with `role="shadow"` and its own `user_config` (no
+`model_uri`: no shadow). `check_health` runs a 1-image forward pass, so that Serve replaces a
+replica whose model broke after loading.
 """
 
 from __future__ import annotations
@@ -11,73 +13,64 @@ import asyncio
 import functools
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from common.answers import ModelInfo, NoModelLoaded, Prediction, prediction_for
-from common.calibration import calibrated_probabilities
-from common.config import strict_dataclass
-from common.image import PreparedImage, resize_pixels
-from common.model import to_model_input
-from common.settings import Settings
-from deployments.metrics import classifier_metrics, refresh_gauges_forever
-from deployments.model_slot import LoadedModel, ModelSlot, autocast_dtype, replica_device
+from common.image import PreparedImage
+from common.inference import forward_probabilities
+from common.settings import apply_log_level, get_settings
+from deployments.metrics import (
+    classifier_metrics,
+    declare_classifier_series,
+    refresh_gauges_forever,
+)
+from deployments.model_slot import LoadedModel, ModelSlot, replica_device, resolve_model_uri
 
-__all__ = ["Classifier", "ClassifierConfig", "fetch_model_info"]
+__all__ = ["Classifier", "ClassifierConfig"]
 
 logger = logging.getLogger("ray.serve")
 
 Role = Literal["primary", "shadow"]
 
 
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """`user_config` of a Classifier; unknown keys are an error."""
+class ClassifierConfig(BaseModel):
+    """`user_config` of a Classifier (and the Shadow): strict types (`"16"` is not an int; an
+    int is a float), unknown keys refused, each error naming its key."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     model_uri: str | None = None  # local path, gs://, or models:/name/version
-    max_batch_size: int = 16  # keep max_ongoing_requests >= this: it caps batches too
-    batch_wait_timeout_s: float = 0.005
-    threshold: float | None = None  # None: the threshold stored in the checkpoint
+    max_batch_size: int = Field(16, ge=1)  # keep max_ongoing_requests >= this: it caps batches
+    batch_wait_timeout_s: float = Field(0.005, ge=0)  # s
+    threshold: float | None = Field(None, gt=0, lt=1)  # None: the checkpoint's own
     # Fault injection for resilience drills (make resilience); off in normal operation.
-    inject_delay_s: float = 0.0  # sleep this long before every batch
+    inject_delay_s: float = Field(0.0, ge=0)  # s, slept before every batch
     inject_failure: bool = False  # fail every batch
-
-    @classmethod
-    def from_user_config(cls, raw: dict[str, Any]) -> ClassifierConfig:
-        config = strict_dataclass(cls, raw, "Classifier user_config")
-        if config.max_batch_size < 1 or config.batch_wait_timeout_s < 0:
-            raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
-        if config.threshold is not None and not 0.0 < config.threshold < 1.0:
-            raise ValueError("threshold must lie strictly between 0 and 1")
-        return config
-
-
-async def fetch_model_info(handle: DeploymentHandle, timeout_s: float = 5.0) -> ModelInfo:
-    """What a Classifier (or Shadow) replica serves; TimeoutError past `timeout_s`."""
-    return await asyncio.wait_for(handle.model_info.remote(), timeout_s)
 
 
 @serve.deployment
 class Classifier:
     def __init__(self, role: Role = "primary") -> None:
-        settings = Settings.from_env()
+        settings = get_settings()
+        apply_log_level(settings, role)
         self._role = role
         self._uri_override = settings.model_uri if role == "primary" else settings.shadow_model_uri
         self._slot = ModelSlot(role, replica_device())
         self._config = ClassifierConfig()
         self._metrics = classifier_metrics()
+        declare_classifier_series(self._metrics, role)
         self._gauges: asyncio.Task | None = None
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        config = ClassifierConfig.from_user_config(user_config)
+        config = ClassifierConfig.model_validate(user_config)
         previous = self._slot.current
         warm_up = functools.partial(self._warm_up, max_batch_size=config.max_batch_size)
-        changed = await self._slot.load(self._uri_override or config.model_uri, prepare=warm_up)
+        uri = resolve_model_uri(self._role, config.model_uri, self._uri_override)
+        changed = await self._slot.load(uri, prepare=warm_up)
         if self._slot.load_error:
             self._metrics.model_load_failures.inc(tags={"role": self._role})
         if changed:
@@ -95,6 +88,13 @@ class Classifier:
         self._set_gauges()
         self.predict.set_max_batch_size(config.max_batch_size)
         self.predict.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+    async def check_health(self) -> None:
+        """Serve's health check (every `health_check_period_s`): raises, so that Serve replaces
+        the replica, when the loaded model cannot run a 1-image forward pass at its own size to
+        a finite probability. A replica without a model (a Shadow without `model_uri`) is
+        healthy: a new replica would have none either."""
+        await self._slot.check_forward()
 
     def model_info(self) -> ModelInfo:
         loaded = self._slot.current
@@ -152,20 +152,10 @@ class Classifier:
         return override if override is not None else loaded.meta.threshold
 
     def _forward(self, loaded: LoadedModel, images: list[PreparedImage]) -> list[float]:
-        size = loaded.meta.image_size
-        pixels = np.stack([
-            img.pixels if img.pixels.shape[1:] == (size, size) else resize_pixels(img.pixels, size)
-            for img in images
-        ])  # fmt: skip
-        return self._probabilities(loaded, pixels)
-
-    def _probabilities(self, loaded: LoadedModel, pixels: np.ndarray) -> list[float]:
-        """Calibrated P(AI-generated) for a uint8 NCHW batch."""
-        meta, device = loaded.meta, self._slot.device
-        dtype = autocast_dtype(device)
-        with torch.inference_mode(), torch.autocast(device.type, dtype, enabled=dtype is not None):
-            x = to_model_input(torch.from_numpy(pixels), meta.mean, meta.std, device)
-            return calibrated_probabilities(loaded.model(x), meta).cpu().tolist()
+        """Calibrated P(AI-generated) of each image (`common.inference`; pixels of another side,
+        prepared for the model before a swap, are resized there)."""
+        pixels = [image.pixels for image in images]
+        return forward_probabilities(loaded.model, loaded.meta, pixels, self._slot.device).tolist()
 
     def _warm_up(self, loaded: LoadedModel, max_batch_size: int) -> None:
         """One forward pass at every batch size the batcher can form, before traffic meets a
@@ -174,7 +164,8 @@ class Classifier:
         started = time.perf_counter()
         size = loaded.meta.image_size
         for batch_size in range(1, max_batch_size + 1):
-            self._probabilities(loaded, np.zeros((batch_size, 3, size, size), np.uint8))
+            pixels = np.zeros((batch_size, 3, size, size), np.uint8)
+            forward_probabilities(loaded.model, loaded.meta, pixels, self._slot.device)
         logger.info(
             "%s model %s warmed up at batch sizes 1-%d in %.2f s",
             self._role, loaded.meta.version, max_batch_size, time.perf_counter() - started,

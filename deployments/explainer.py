@@ -2,9 +2,11 @@
 
 The heat map is computed with captum's `LayerGradCam` for the predicted class (for "real" the
 evidence for real, i.e. the negated logit), on the same uint8 pixels the Preprocessor made for
-`/predict`, so the probability matches. The overlay is the upload at its own aspect ratio (at
-most `overlay_max_side` px), returned as JPEG bytes; for an animation, the frame explained. The
-upload is decoded again for it under the limits the Ingress sends with the call.
+`/predict`, and its probability comes from the same `common.inference` pass as the
+Classifier's. The overlay is the upload at its own aspect ratio (at most `overlay_max_side` px),
+returned as JPEG bytes; for an animation, the frame explained. The upload is decoded again for
+it under the limits the Ingress sends with the call. Without a model it raises
+`NoModelLoaded`, which the Ingress answers with 503.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,56 +21,72 @@ import torch
 from captum.attr import LayerGradCam
 from matplotlib import colormaps
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
-from common.answers import Explanation
-from common.calibration import calibrated_probabilities
-from common.config import strict_dataclass
-from common.image import ImageLimits, PreparedImage, decode_image, resize_pixels
-from common.model import gradcam_target_layer, to_model_input
-from common.settings import Settings
-from deployments.model_slot import LoadedModel, ModelSlot, replica_device
+from common.answers import Explanation, NoModelLoaded
+from common.image import ImageLimits, PreparedImage, decode_image
+from common.inference import forward_probabilities, model_input
+from common.model import gradcam_target_layer
+from common.rules import is_ai_generated
+from common.settings import apply_log_level, get_settings
+from deployments.model_slot import LoadedModel, ModelSlot, replica_device, resolve_model_uri
 
 __all__ = ["Explainer", "ExplainerConfig"]
 
 
-@dataclass(frozen=True)
-class ExplainerConfig:
-    """`user_config` of the Explainer; `model_uri` is the primary's (a YAML anchor)."""
+class ExplainerConfig(BaseModel):
+    """`user_config` of the Explainer; `model_uri` is the primary's (a YAML anchor). Strict
+    types, unknown keys refused, each error naming its key."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     model_uri: str | None = None
-    overlay_max_side: int = 512  # px, longest side of the returned JPEG
-    heatmap_opacity: float = 0.45  # 0 shows only the photo, 1 only the heat map
-    jpeg_quality: int = 85
-    colormap: str = "jet"
+    overlay_max_side: int = Field(512, ge=16)  # px, longest side of the returned JPEG
+    heatmap_opacity: float = Field(0.45, ge=0, le=1)  # 0 shows only the photo, 1 only the map
+    jpeg_quality: int = Field(85, ge=1, le=100)  # Pillow's JPEG quality
+    colormap: str = "jet"  # a matplotlib colormap name
 
+    @field_validator("colormap")
     @classmethod
-    def from_user_config(cls, raw: dict[str, Any]) -> ExplainerConfig:
-        config = strict_dataclass(cls, raw, "Explainer user_config")
-        if not 0.0 <= config.heatmap_opacity <= 1.0 or config.colormap not in colormaps:
-            raise ValueError("heatmap_opacity must be in [0, 1] and colormap a matplotlib name")
-        return config
+    def _known_colormap(cls, name: str) -> str:
+        if name not in colormaps:
+            raise ValueError(f"{name!r} is not a matplotlib colormap")
+        return name
 
 
 @serve.deployment
 class Explainer:
     def __init__(self) -> None:
-        settings = Settings.from_env()
+        settings = get_settings()
+        apply_log_level(settings, "explainer")
         self._uri_override = settings.model_uri
         self._slot = ModelSlot("explainer", replica_device())
         self._config = ExplainerConfig()
         self._lock = asyncio.Lock()  # captum hooks the shared model: one attribution at a time
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self._config = ExplainerConfig.from_user_config(user_config)
-        await self._slot.load(self._uri_override or self._config.model_uri)
+        self._config = ExplainerConfig.model_validate(user_config)
+        await self._slot.load(
+            resolve_model_uri("explainer", self._config.model_uri, self._uri_override)
+        )
+
+    async def check_health(self) -> None:
+        """Serve's health check: raises (Serve replaces the replica) when the loaded model
+        cannot run a 1-image forward pass; without a model the replica is healthy."""
+        if self._lock.locked():
+            # an attribution is running on the model now (a broken model fails it and frees
+            # the lock); waiting behind queued ones could outlast Serve's health-check timeout
+            return
+        async with self._lock:  # captum's hooks must not see the probe's forward pass
+            await self._slot.check_forward()
 
     async def __call__(
         self, image: PreparedImage, data: bytes, threshold: float, limits: ImageLimits
     ) -> Explanation:
         loaded = self._slot.current
         if loaded is None:
-            raise RuntimeError("the explainer has no model: set model_uri")
+            raise NoModelLoaded("the explainer has no model: set model_uri")
         async with self._lock:
             return await asyncio.to_thread(self._explain, loaded, image, data, threshold, limits)
 
@@ -82,15 +99,11 @@ class Explainer:
         limits: ImageLimits,
     ) -> Explanation:
         started = time.perf_counter()
-        meta, model, config = loaded.meta, loaded.model, self._config
-        pixels = image.pixels
-        if pixels.shape[1:] != (meta.image_size, meta.image_size):
-            pixels = resize_pixels(pixels, meta.image_size)
-        x = to_model_input(torch.from_numpy(pixels)[None], meta.mean, meta.std, self._slot.device)
-
-        with torch.no_grad():
-            probability = float(calibrated_probabilities(model(x), meta)[0])
-        target = int(probability >= threshold)  # 1: evidence for AI-generated, 0: for real
+        meta, model, config, device = loaded.meta, loaded.model, self._config, self._slot.device
+        # the probability exactly as the Classifier computes it; Grad-CAM needs gradients
+        probability = float(forward_probabilities(model, meta, [image.pixels], device)[0])
+        target = int(is_ai_generated(probability, threshold))  # 1: evidence for AI, 0: for real
+        x = model_input([image.pixels], meta, device)
         layer = gradcam_target_layer(model, meta.image_size)  # >= 7 x 7 cells where possible
         cam = LayerGradCam(lambda t: _two_class_logits(model, t), layer)
         attribution = cam.attribute(x, target=target, relu_attributions=True)

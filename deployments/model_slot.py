@@ -4,7 +4,8 @@ The Classifier, the Shadow and the Explainer each hold one `ModelSlot`. Loading 
 thread so requests keep flowing; the switch is a single assignment, so work that already took
 `slot.current` finishes on the model it started with. A checkpoint that cannot be loaded never
 replaces a working model: the slot keeps serving the old one and reports `load_error` (only a
-replica with no model at all fails to start).
+replica with no model at all fails to start). `check_forward` is the replicas' health check: a
+1-image forward pass of the current model.
 """
 
 from __future__ import annotations
@@ -14,13 +15,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import ray
 import torch
 
 from common.checkpoint import ModelMeta, load_checkpoint
+from common.inference import forward_probabilities
 from common.model import PhotoClassifier
 
-__all__ = ["LoadedModel", "ModelSlot", "autocast_dtype", "replica_device"]
+__all__ = [
+    "LoadedModel",
+    "ModelSlot",
+    "ModelUnhealthy",
+    "replica_device",
+    "resolve_model_uri",
+]
 
 logger = logging.getLogger("ray.serve")
 
@@ -32,14 +41,6 @@ class LoadedModel:
     uri: str
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision for inference on a GPU: bf16 where supported (Ampere and newer), fp16
-    on a T4; None (full precision) on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def replica_device() -> torch.device:
     """CUDA when the replica was given a GPU, else the CPU with one torch thread per CPU."""
     if torch.cuda.is_available():
@@ -48,6 +49,26 @@ def replica_device() -> torch.device:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     return torch.device("cpu")
+
+
+class ModelUnhealthy(RuntimeError):
+    """The loaded model cannot run a forward pass (raised to Serve's health check)."""
+
+
+def resolve_model_uri(role: str, configured: str | None, override: str | None) -> str | None:
+    """The checkpoint a replica of `role` serves: the environment's override (`MODEL_URI`,
+    `SHADOW_MODEL_URI`) wins over `user_config`'s `model_uri`, deliberately (an operator's
+    explicit choice for the process); logged at start-up and on every reconfigure, with the
+    value it ignores, so a `serve deploy` of a new `model_uri` under an override says so."""
+    if override is None:
+        logger.info("%s model_uri from user_config: %s", role, configured)
+        return configured
+    if configured is not None and configured != override:
+        logger.warning("%s model_uri from the environment: %s (user_config's %s is ignored)",
+                       role, override, configured)  # fmt: skip
+    else:
+        logger.info("%s model_uri from the environment: %s", role, override)
+    return override
 
 
 class ModelSlot:
@@ -87,3 +108,25 @@ class ModelSlot:
         self.current, self.load_error = candidate, None
         logger.info("%s model %s loaded from %s", self.role, meta.version, uri)
         return True
+
+    async def check_forward(self) -> None:
+        """Raise ModelUnhealthy unless the current model (if any) turns one blank image at its
+        own side into a finite probability. Run in a worker thread like every forward pass;
+        a 1-image pass costs about what one request does."""
+        loaded = self.current
+        if loaded is None:
+            return
+        try:
+            p = await asyncio.to_thread(_probe, loaded, self.device)
+        except Exception as exc:  # whatever broke it, the replica cannot serve this model
+            raise ModelUnhealthy(
+                f"{self.role} model {loaded.meta.version} cannot run a forward pass: {exc!r}"
+            ) from exc
+        if not np.isfinite(p):
+            raise ModelUnhealthy(f"{self.role} model {loaded.meta.version} answers p={p}")
+
+
+def _probe(loaded: LoadedModel, device: torch.device) -> float:
+    size = loaded.meta.image_size
+    pixels = np.zeros((1, 3, size, size), np.uint8)
+    return float(forward_probabilities(loaded.model, loaded.meta, pixels, device)[0])

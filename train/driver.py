@@ -2,8 +2,9 @@
 evaluates, gates, exports and registers the best checkpoint.
 
 The same code trains on CPU workers here and on T4 workers on GKE (`--num-workers`,
-`--use-gpu`); Ray Tune trials (`tune.sweep`) run `train_tracked` too, and
-notebooks/train_colab.ipynb runs `train_tracked` and `export_tracked` one cell each.
+`--use-gpu`); Ray Tune trials (`tune.sweep`) run `train_tracked` too and export their best
+with `export_and_register`, and notebooks/train_colab.ipynb runs `train_tracked` and
+`export_and_register` one cell each.
 `python -m train.driver --help` lists the options; with `--no-export --checkpoint-out DIR` it is
 the DVC `train` stage. The backbone's pretrained weights are resolved here first, so a run whose
 weights cannot be had stops at once (exit 5) instead of training from scratch.
@@ -12,6 +13,7 @@ weights cannot be had stops at once (exit 5) instead of training from scratch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import shutil
@@ -29,17 +31,18 @@ from ray.train.torch import TorchTrainer
 from common.checkpoint import CHECKPOINT_FILENAME
 from common.pretrained import PretrainedError, PretrainedUnavailable, resolve_pretrained
 from train import tracking
+from train.config import TrainConfig
 from train.data import data_fingerprint, list_split
 from train.evaluate import QualityGate, add_gate_arguments, gate_from_args, summary
 from train.export import EXIT_GATE_FAILED, QualityGateFailed, evaluate_and_export
-from train.loop import TrainConfig, train_fn_per_worker
+from train.loop import train_fn_per_worker
 from train.run_context import RunContext
 
 __all__ = [
     "EXIT_PRETRAINED_UNAVAILABLE",
     "best_checkpoint_path",
     "build_trainer",
-    "export_tracked",
+    "export_and_register",
     "main",
     "pretrained_origin",
     "report_pretrained_error",
@@ -162,7 +165,7 @@ def best_checkpoint_path(result: Result) -> str:
     return checkpoint.path
 
 
-def export_tracked(
+def export_and_register(
     run: tracking.RunRef,
     checkpoint: str,
     cfg: TrainConfig,
@@ -173,19 +176,27 @@ def export_tracked(
     register_as: str = tracking.REGISTERED_MODEL,
     report_dir: Path | str | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Evaluate, gate and export `checkpoint` to `out`, record it in `run` and register it.
+    """Evaluate, gate and export `checkpoint` to `out`, record it in `run` and register it:
+    what `train.driver`, `tune.sweep` and the notebook run after training.
 
-    Returns the evaluation report and the registered `models:/` URI. The run is finished either
-    way; when the gate refuses the model its figures are still logged and QualityGateFailed is
-    raised with nothing exported.
+    The report and figures go to `report_dir`; by default beside a local `out`, and for a
+    remote one (gs://) to a temporary folder removed once MLflow has them. Returns the
+    evaluation report and the registered `models:/` URI. The run is finished either way; when
+    the gate refuses the model its figures are still logged and QualityGateFailed is raised
+    with nothing exported.
     """
-    try:
-        report = evaluate_and_export(checkpoint, cfg, out, version, fingerprint, gate, report_dir)
-    except QualityGateFailed as exc:
-        tracking.log_evaluation(run, exc.report, exc.report["files"])
-        tracking.finish_run(run)
-        raise
-    tracking.log_evaluation(run, report, report["files"])
+    with contextlib.ExitStack() as stack:
+        if report_dir is None and "://" in out:
+            report_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="ppd-report-"))
+        try:
+            report = evaluate_and_export(
+                checkpoint, cfg, out, version, fingerprint, gate, report_dir
+            )
+        except QualityGateFailed as exc:
+            tracking.log_evaluation(run, exc.report, exc.report["files"])
+            tracking.finish_run(run)
+            raise
+        tracking.log_evaluation(run, report, report["files"])
     model_uri = tracking.register_checkpoint(run, out, register_as, version)
     tracking.finish_run(run)
     return report, model_uri
@@ -219,20 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         tracking.finish_run(run)
         return 0
 
-    remote = "://" in args.out
-    report_dir = Path(tempfile.mkdtemp()) if remote else Path(args.out).parent
-    gate = gate_from_args(args)
     try:
-        report, model_uri = export_tracked(
-            run, best, cfg, args.out, version, fingerprint, gate, args.register_as, report_dir
+        report, model_uri = export_and_register(
+            run, best, cfg, args.out, version, fingerprint, gate_from_args(args), args.register_as
         )
     except QualityGateFailed as exc:
         print(summary(exc.report), file=sys.stderr)
         print(f"{exc}; nothing exported", file=sys.stderr)
         return EXIT_GATE_FAILED
-    finally:
-        if remote:
-            shutil.rmtree(report_dir, ignore_errors=True)
     print(summary(report), flush=True)
     print(f"-> {args.out} (version {version}), registered as {model_uri}", flush=True)
     return 0

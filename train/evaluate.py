@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader
 from common.calibration import calibrated_probabilities
 from common.checkpoint import ModelMeta, load_checkpoint
 from common.drift import window_statistics
-from common.model import PhotoClassifier, to_model_input
+from common.inference import forward_logits
+from common.model import PhotoClassifier
+from common.rules import is_ai_generated
 from train.calibration import fit_temperature
+from train.config import TrainConfig
 from train.data import ImageFileDataset, LabelledFiles, list_split, split_validation
-from train.loop import TrainConfig
 from train.robustness import CONDITIONS
 
 __all__ = [
@@ -201,7 +203,6 @@ def evaluate_model(
     return Evaluation(report, test_labels, test_probs)
 
 
-@torch.no_grad()
 def predict_logits(
     model: PhotoClassifier,
     meta: ModelMeta,
@@ -210,13 +211,13 @@ def predict_logits(
     device: torch.device | str = "cpu",
     condition: str = "clean",
 ) -> np.ndarray:
-    """The raw logit of each file, in order, through the serving preprocessing; `condition`
-    degrades the files first (train.robustness)."""
+    """The raw logit of each file, in order, through the serving preprocessing and forward pass
+    (`common.inference`); `condition` degrades the files first (train.robustness)."""
     model.eval()
     dataset = ImageFileDataset(files, meta.image_size, condition=condition)
     logits = []
     for pixels, _ in DataLoader(dataset, batch_size=batch_size):
-        logits.append(model(to_model_input(pixels, meta.mean, meta.std, device)).float().cpu())
+        logits.append(forward_logits(model, meta, pixels, device).cpu())
     return torch.cat(logits).numpy() if logits else np.zeros(0, dtype=np.float32)
 
 
@@ -242,7 +243,7 @@ def classification_metrics(
 ) -> dict[str, float]:
     """Accuracy, precision, recall, F1 (AI-generated is positive), ROC-AUC, calibration error."""
     labels = np.asarray(labels).astype(int)
-    predicted = (np.asarray(probs) >= threshold).astype(int)
+    predicted = is_ai_generated(np.asarray(probs), threshold).astype(int)
     both_classes = len(np.unique(labels)) == 2
     return {
         "accuracy": float(skm.accuracy_score(labels, predicted)),
@@ -262,7 +263,7 @@ def choose_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     probs = np.asarray(probs)
     best = (-1.0, 0.0, 0.5)
     for t in _THRESHOLD_CANDIDATES:
-        f1 = skm.f1_score(labels, (probs >= t).astype(int), zero_division=0)
+        f1 = skm.f1_score(labels, is_ai_generated(probs, t).astype(int), zero_division=0)
         key = (float(f1), -abs(float(t) - 0.5), float(t))
         best = max(best, key)
     return best[2]

@@ -18,6 +18,7 @@ from typing import Any
 
 from common.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from common.model import PhotoClassifier
+from train.config import TrainConfig
 from train.evaluate import (
     REPORT_FILENAME,
     QualityGate,
@@ -26,7 +27,6 @@ from train.evaluate import (
     gate_from_args,
     gated_metrics,
 )
-from train.loop import TrainConfig
 
 __all__ = [
     "EXIT_GATE_FAILED",

@@ -17,9 +17,9 @@ another process.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,76 +27,34 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
+from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from common.calibration import calibrated_probabilities
 from common.checkpoint import ModelMeta
-from common.config import strict_dataclass
-from common.model import ARCHITECTURE, PhotoClassifier, build_model, normalisation, to_model_input
+from common.inference import forward_logits
+from common.model import PhotoClassifier, build_model, normalisation, to_model_input
 from common.pretrained import resolve_pretrained
+from common.rules import is_ai_generated
+from train.config import TrainConfig
 from train.data import ImageFileDataset, augmentation, list_split, split_validation
 from train.run_context import RunContext
 from train.train_state import load_train_state, save_train_state
 
-__all__ = ["TrainConfig", "lr_factor", "train_fn_per_worker", "train_transform"]
+__all__ = [
+    "EpochContext",
+    "TrainConfig",
+    "lr_scheduler",
+    "train_fn_per_worker",
+    "train_one_epoch",
+    "train_transform",
+    "validate",
+]
 
 # Ray Train V2 sends a worker's print() both to stdout and to its logger (shown twice): log.
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of a run with its default; the resolved dict goes to MLflow and the checkpoint."""
-
-    data_dir: str = "data/demo"  # CIFAKE layout; local path or gs://
-    image_size: int = 64  # px; 224 on T4s, 32 for CIFAKE's native size
-    epochs: int = 15
-    batch_size: int = 32  # global; each worker takes batch_size // num_workers
-    lr: float = 1e-3  # AdamW peak learning rate
-    weight_decay: float = 0.01
-    warmup_epochs: int = 2  # linear warm-up, then cosine decay to min_lr_ratio * lr
-    min_lr_ratio: float = 0.01
-    patience: int = 5  # epochs without a better validation F1 before stopping
-    dropout: float = 0.3  # head dropout
-    augment_strength: float = 1.0  # 0 turns augmentation off; 1 = flip, 15 degrees, jitter 0.2
-    # Blur and JPEG recompression (Wang et al., CVPR 2020: sigma 0-3, quality 30-100 at 224+ px).
-    # At the demo's 64 px a sigma of 3 would erase the picture: sigma up to 1 px is the same
-    # blur relative to the image side as about 3.5 px at 224.
-    blur_prob: float = 0.1  # chance of a Gaussian blur per training image; 0 turns it off
-    blur_sigma_max: float = 1.0  # px; sigma drawn uniformly from [0.1, blur_sigma_max]
-    jpeg_prob: float = 0.5  # chance of a JPEG re-encoding per training image; 0 turns it off
-    jpeg_quality_min: int = 30  # quality drawn uniformly from [min, max]
-    jpeg_quality_max: int = 100
-    # Random resized crops keeping [crop_scale_min, 1] of the area (then back to image_size):
-    # the scale changes a re-framed or resized upload brings. 1 turns it off.
-    crop_scale_min: float = 1.0
-    val_fraction: float = 0.1  # of the train split, stratified
-    seed: int = 0
-    grad_clip: float = 1.0  # max gradient norm; 0 disables
-    amp: bool = True  # mixed precision, used only on a GPU
-    architecture: str = ARCHITECTURE  # any timm model name; the checkpoint records it
-    # Backbone start: "imagenet" (a package that ships the weights, else timm's hub), a local
-    # path or gs:// URI of a weights file, or "none" (random). Unavailable weights stop the run.
-    pretrained: str = "imagenet"
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.blur_prob <= 1 and 0 <= self.jpeg_prob <= 1):
-            raise ValueError("blur_prob and jpeg_prob must lie in [0, 1]")
-        if self.blur_sigma_max < 0.1:
-            raise ValueError("blur_sigma_max must be at least 0.1 px")
-        if not 0 < self.crop_scale_min <= 1:
-            raise ValueError("crop_scale_min must lie in (0, 1]")
-        if not 1 <= self.jpeg_quality_min <= self.jpeg_quality_max <= 100:
-            raise ValueError("need 1 <= jpeg_quality_min <= jpeg_quality_max <= 100")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        raw = dict(raw)
-        if "pretrained_path" in raw:  # checkpoints trained before `pretrained` replaced it
-            legacy = raw.pop("pretrained_path")
-            raw.setdefault("pretrained", legacy or "none")
-        return strict_dataclass(cls, raw, "training config")
 
 
 def train_transform(cfg: TrainConfig) -> v2.Transform:
@@ -111,12 +69,44 @@ def train_transform(cfg: TrainConfig) -> v2.Transform:
     )
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """Linear warm-up to 1, then cosine decay to `min_ratio` at `total_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> CosineLRScheduler:
+    """timm's cosine schedule, stepped per batch (`step_update(step)`): a linear warm-up over
+    `cfg.warmup_epochs` from lr / warm-up steps to `cfg.lr`, then cosine decay to
+    `cfg.min_lr_ratio * cfg.lr` at the last step. It holds no state beyond the step count,
+    so a resumed run only needs the step."""
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+    total_steps = cfg.epochs * steps_per_epoch
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, total_steps - warmup_steps),
+        lr_min=cfg.min_lr_ratio * cfg.lr,
+        warmup_t=warmup_steps,
+        warmup_lr_init=cfg.lr / max(1, warmup_steps),
+        warmup_prefix=True,  # the cosine starts after the warm-up, not under it
+        t_in_epochs=False,
+    )
+
+
+@dataclass
+class EpochContext:
+    """What one epoch of training or validation works with, built once per run."""
+
+    model: nn.Module  # as prepared by Ray Train (DDP-wrapped with several workers)
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    meta: ModelMeta  # image size, normalisation, threshold (the serving rule's)
+    device: torch.device
+    cfg: TrainConfig
+    state: dict[str, Any]  # the loop's counters; `step` advances per batch
+
+    @property
+    def use_amp(self) -> bool:
+        """Mixed precision, only on a GPU (training in fp16 with a GradScaler)."""
+        return self.cfg.amp and self.device.type == "cuda"
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
@@ -126,7 +116,6 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    use_amp = cfg.amp and device.type == "cuda"
     torch.manual_seed(cfg.seed + rank)
     if device.type == "cpu":
         # One thread per CPU this worker owns: oversubscribed OpenMP threads are ~10x slower.
@@ -159,10 +148,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     )  # fmt: skip
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = nn.BCEWithLogitsLoss()
-    steps_per_epoch = len(train_loader)
-    warmup_steps, total_steps = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
+    scheduler = lr_scheduler(optimizer, cfg, len(train_loader))
 
     # resume: the latest reported checkpoint, if this run was restarted
     state = {"epoch": 0, "step": 0, "best_val_f1": -1.0, "epochs_without_improvement": 0}
@@ -175,6 +161,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     resumed_from_epoch = state["epoch"]
     if rank == 0:
         _log.info("%d workers on %d node(s)", world_size, len(set(nodes)))
+    amp = cfg.amp and device.type == "cuda"
+    run_ctx = EpochContext(
+        model=model, optimizer=optimizer, scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda", enabled=amp), loss_fn=nn.BCEWithLogitsLoss(),
+        meta=meta, device=device, cfg=cfg, state=state,
+    )  # fmt: skip
 
     for epoch in range(state["epoch"], cfg.epochs):
         if state["epochs_without_improvement"] >= cfg.patience:
@@ -184,12 +176,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
 
         # train, with the learning rate set per batch
         started = time.perf_counter()
-        train_metrics = _train_one_epoch(
-            model, train_loader, optimizer, scaler, loss_fn, meta, device, use_amp, cfg,
-            state, warmup_steps, total_steps, run.fault_for(epoch + 1, rank, world_size),
-        )  # fmt: skip
+        fault = run.fault_for(epoch + 1, rank, world_size)
+        train_metrics = train_one_epoch(run_ctx, train_loader, fault)
         elapsed = time.perf_counter() - started
-        val_metrics = _evaluate(model, val_loader, loss_fn, meta, device, use_amp)
+        val_metrics = validate(run_ctx, val_loader)
 
         # early stopping on validation F1 (identical on every worker: metrics are all-reduced)
         improved = val_metrics["val_f1"] > state["best_val_f1"]
@@ -222,36 +212,37 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             break
 
 
-def _train_one_epoch(
-    model, loader, optimizer, scaler, loss_fn, meta, device, use_amp, cfg, state,
-    warmup_steps, total_steps, fault=None,
-) -> dict[str, float]:  # fmt: skip
+def train_one_epoch(
+    ctx: EpochContext, loader: DataLoader, fault: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """One pass over `loader`, the learning rate set per batch; all-reduced loss and accuracy.
+    `fault` (tests only) is called after each step: an injected worker exit, once."""
+    model, optimizer, meta, device, cfg = ctx.model, ctx.optimizer, ctx.meta, ctx.device, ctx.cfg
     model.train()
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
     for pixels, labels in loader:
         # set the learning rate for this step
-        lr = cfg.lr * lr_factor(state["step"], warmup_steps, total_steps, cfg.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        ctx.scheduler.step_update(ctx.state["step"])
         # forward, backward, clip, step
         x = to_model_input(pixels, meta.mean, meta.std, device)
         labels = labels.to(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=ctx.use_amp):
             logits = model(x)
-            loss = loss_fn(logits.float(), labels)
+            loss = ctx.loss_fn(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        ctx.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
+            ctx.scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        state["step"] += 1
+        ctx.scaler.step(optimizer)
+        ctx.scaler.update()
+        ctx.state["step"] += 1
         if fault is not None:
             fault()  # fault injection (tests): this worker process exits here, once
         # keep sums on the CPU: one sync per batch is the price of the per-epoch figures
+        predicted = _judged(logits.detach(), meta)
         totals += torch.tensor([
-            loss.item() * len(labels), float(((logits > 0).float() == labels).sum()), len(labels)
+            loss.item() * len(labels), float((predicted == (labels > 0.5)).sum()), len(labels)
         ], dtype=torch.float64)  # fmt: skip
     loss_sum, correct, count = _all_reduce(totals).tolist()
     return {
@@ -262,17 +253,19 @@ def _train_one_epoch(
 
 
 @torch.no_grad()
-def _evaluate(model, loader, loss_fn, meta, device, use_amp) -> dict[str, float]:
-    model.eval()
+def validate(ctx: EpochContext, loader: DataLoader) -> dict[str, float]:
+    """All-reduced loss, accuracy and F1 on `loader`, through the serving forward pass
+    (`common.inference`) and the serving rule (`common.rules`, the checkpoint's threshold)."""
+    ctx.model.eval()
+    precision = "auto" if ctx.use_amp else "fp32"
     totals = torch.zeros(5, dtype=torch.float64)  # loss sum, tp, fp, fn, tn
     for pixels, labels in loader:
-        labels = labels.to(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            logits = model(to_model_input(pixels, meta.mean, meta.std, device)).float()
-        predicted = logits > 0
+        labels = labels.to(ctx.device)
+        logits = forward_logits(ctx.model, ctx.meta, pixels, ctx.device, precision)
+        predicted = _judged(logits, ctx.meta)
         positive = labels > 0.5
         totals += torch.tensor([
-            float(loss_fn(logits, labels)) * len(labels),
+            float(ctx.loss_fn(logits, labels)) * len(labels),
             float((predicted & positive).sum()), float((predicted & ~positive).sum()),
             float((~predicted & positive).sum()), float((~predicted & ~positive).sum()),
         ], dtype=torch.float64)  # fmt: skip
@@ -283,6 +276,11 @@ def _evaluate(model, loader, loss_fn, meta, device, use_amp) -> dict[str, float]
         "val_accuracy": (tp + tn) / max(count, 1),
         "val_f1": 2 * tp / max(2 * tp + fp + fn, 1),
     }
+
+
+def _judged(logits: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
+    """Which images the serving rule calls AI-generated: P >= the checkpoint's threshold."""
+    return is_ai_generated(calibrated_probabilities(logits, meta), meta.threshold)
 
 
 def _all_reduce(totals: torch.Tensor) -> torch.Tensor:

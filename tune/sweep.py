@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,17 +28,18 @@ from ray.tune.search import BasicVariantGenerator
 from common.checkpoint import CHECKPOINT_FILENAME
 from common.pretrained import PretrainedError
 from train import tracking
+from train.config import TrainConfig
 from train.data import data_fingerprint, list_split
 from train.driver import (
     EXIT_PRETRAINED_UNAVAILABLE,
     best_checkpoint_path,
+    export_and_register,
     pretrained_origin,
     report_pretrained_error,
     train_tracked,
 )
 from train.evaluate import add_gate_arguments, gate_from_args
-from train.export import EXIT_GATE_FAILED, QualityGateFailed, evaluate_and_export
-from train.loop import TrainConfig
+from train.export import EXIT_GATE_FAILED, QualityGateFailed
 
 __all__ = ["SEARCH_SPACE", "best_checkpoint", "main", "run_sweep", "train_driver_fn"]
 
@@ -175,24 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     version = f"{name}-{trial_id}-{fingerprint[:8]}"
     print(f"best trial {trial_id} ({checkpoint}): {cfg}", flush=True)
 
-    gate = gate_from_args(args)
-    remote = "://" in args.out
-    report_dir = Path(tempfile.mkdtemp()) if remote else Path(args.out).parent
     try:
-        report = evaluate_and_export(
-            str(Path(checkpoint) / CHECKPOINT_FILENAME), cfg, args.out, version, fingerprint,
-            gate, report_dir,
+        report, model_uri = export_and_register(
+            trial_run, str(Path(checkpoint) / CHECKPOINT_FILENAME), cfg, args.out, version,
+            fingerprint, gate_from_args(args), args.register_as,
         )  # fmt: skip
     except QualityGateFailed as exc:
-        tracking.log_evaluation(trial_run, exc.report, exc.report["files"])
-        for run in (trial_run, parent):
-            tracking.finish_run(run)
         print(f"{exc}; nothing exported", file=sys.stderr)
         return EXIT_GATE_FAILED
-    tracking.log_evaluation(trial_run, report, report["files"])
-    model_uri = tracking.register_checkpoint(trial_run, args.out, args.register_as, version)
-    for run in (trial_run, parent):
-        tracking.finish_run(run)
+    finally:
+        tracking.finish_run(parent)
     test = report["test"]
     print(
         f"test accuracy {test['accuracy']:.4f}  f1 {test['f1']:.4f}  "

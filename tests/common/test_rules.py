@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
+import torch
 
-from common.rules import AI_GENERATED, REAL, confidence_for, label_for
+from common.rules import AI_GENERATED, REAL, confidence_for, is_ai_generated, label_for
 
 
 @pytest.mark.parametrize(
@@ -16,6 +18,15 @@ from common.rules import AI_GENERATED, REAL, confidence_for, label_for
 )
 def test_label_is_ai_generated_at_or_above_threshold(probability, threshold, expected):
     assert label_for(probability, threshold) == expected
+
+
+def test_the_rule_judges_arrays_and_tensors_elementwise_like_label_for():
+    probabilities = [0.0, 0.4999, 0.5, 0.69, 0.7, 1.0]
+    for threshold in (0.5, 0.7):
+        expected = [label_for(p, threshold) == AI_GENERATED for p in probabilities]
+        assert is_ai_generated(np.asarray(probabilities), threshold).tolist() == expected
+        as_tensor = torch.tensor(probabilities, dtype=torch.float64)
+        assert is_ai_generated(as_tensor, threshold).tolist() == expected
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """Classifier logic through its DeploymentHandle, and how the Ingress calls it."""
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -7,9 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 import ray
+import torch
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import ReplicaUnavailableError
 
 from common.image import prepare_image
+from deployments.classifier import Classifier
 from tests.conftest import (
     APP_NAME,
     TEST_IMAGE_SIZE,
@@ -22,6 +27,26 @@ from tests.conftest import (
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.serve
+
+HEALTH_CHECK_PERIOD_S = 1
+REPLACED_WITHIN_S = 120  # a new replica imports torch and loads the model: slow on 2 busy cores
+
+
+@serve.deployment(
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
+    health_check_timeout_s=30,
+    ray_actor_options={"num_cpus": 0.1},
+)
+class BreakableClassifier(Classifier.func_or_class):
+    """The Classifier plus a way in for the test: its process id, and breaking its loaded
+    model in place, as corrupted weights or a lost device would."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def break_model(self) -> None:
+        head = self._slot.current.model.head[0]
+        head.weight = torch.nn.Parameter(torch.zeros(3, 3))  # the forward pass now raises
 
 
 @pytest.fixture
@@ -101,3 +126,32 @@ def test_a_new_model_or_batch_size_is_warmed_up_before_traffic(served_app):
         while "warmed up at batch sizes 1-3 " not in _classifier_logs():
             assert time.monotonic() < deadline, "no warm-up for the new batch size"
             time.sleep(0.5)
+
+
+def test_a_replica_whose_model_breaks_after_load_is_replaced(served_app, checkpoints):
+    user_config = {"model_uri": str(checkpoints["primary"]), "max_batch_size": 2}
+    handle = serve.run(
+        BreakableClassifier.options(user_config=user_config).bind(),
+        name="health-check-test",
+        route_prefix=None,
+    )
+    try:
+        image = prepare_image(image_bytes(3), TEST_IMAGE_SIZE)
+        expected = handle.remote(image).result().probability
+        broken_pid = handle.pid.remote().result()
+        handle.break_model.remote().result()
+        with pytest.raises(RuntimeError):
+            handle.remote(image).result()  # the broken model fails requests ...
+
+        deadline = time.monotonic() + REPLACED_WITHIN_S
+        pid = broken_pid
+        while pid == broken_pid:  # ... until Serve's health check has it replaced
+            assert time.monotonic() < deadline, "the broken replica was not replaced"
+            time.sleep(HEALTH_CHECK_PERIOD_S)
+            try:
+                pid = handle.pid.remote().result(timeout_s=10)
+            except (RayActorError, ReplicaUnavailableError, TimeoutError):
+                pid = broken_pid  # the old replica going away, the new one starting
+        assert handle.remote(image).result().probability == pytest.approx(expected, abs=1e-6)
+    finally:
+        serve.delete("health-check-test")

@@ -11,8 +11,9 @@ from torchvision.transforms import v2
 from common.image import prepare_image
 from tests.images import crop, encode
 from train.calibration import fit_temperature
+from train.config import TrainConfig
 from train.data import ImageFileDataset, LabelledFiles
-from train.loop import TrainConfig, train_transform
+from train.loop import train_transform
 from train.robustness import CONDITIONS, PNG_TO_JPEG_QUALITY, degrade
 
 PHOTO = crop(0, (96, 72))

@@ -1,6 +1,7 @@
 import itertools
 import json
 import os
+import tempfile
 
 import httpx
 import numpy as np
@@ -15,10 +16,11 @@ from common.pretrained import resolve_pretrained
 from tests.conftest import next_api_key, reconfigured
 from train import driver, export, tracking
 from train.calibration import fit_temperature
+from train.config import TrainConfig
 from train.data import data_fingerprint, list_split, split_validation
 from train.evaluate import QualityGate, predict_logits
 from train.export import QualityGateFailed
-from train.loop import TrainConfig, lr_factor
+from train.loop import lr_scheduler
 from train.robustness import CONDITIONS, degrade
 from train.run_context import RunContext
 
@@ -32,12 +34,25 @@ def _lite0_digest() -> str:
     return resolve_pretrained("imagenet", "tf_efficientnet_lite0").origin["sha256"]
 
 
-def test_lr_warms_up_then_decays_by_cosine():
-    factors = [lr_factor(s, warmup_steps=4, total_steps=20, min_ratio=0.01) for s in range(21)]
-    assert factors[0] == pytest.approx(0.25)
-    assert factors[3] == pytest.approx(1.0)
-    assert all(a >= b for a, b in itertools.pairwise(factors[3:]))
-    assert factors[-1] == pytest.approx(0.01)
+def test_lr_warms_up_linearly_then_decays_by_cosine_per_step():
+    # 2 warm-up epochs of 2 steps, 10 epochs: warm-up over steps 0-3, cosine over 16 steps
+    cfg = TrainConfig(lr=1e-3, epochs=10, warmup_epochs=2, min_lr_ratio=0.01)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = lr_scheduler(optimizer, cfg, steps_per_epoch=2)
+
+    def lr_at(step: int) -> float:
+        scheduler.step_update(step)
+        return optimizer.param_groups[0]["lr"]
+
+    lrs = [lr_at(step) for step in range(21)]
+    assert lrs[0] == pytest.approx(2.5e-4)  # lr / warm-up steps
+    assert lrs[2] == pytest.approx(6.25e-4)  # linear: 2.5e-4 + 2 x (1e-3 - 2.5e-4) / 4
+    assert lrs[4] == pytest.approx(1e-3)  # the peak, where the cosine starts
+    assert lrs[12] == pytest.approx((1e-3 + 1e-5) / 2)  # half-way down the cosine
+    assert lrs[20] == pytest.approx(1e-5)  # min_lr_ratio x lr at the last step
+    assert all(a < b for a, b in itertools.pairwise(lrs[:5]))
+    assert all(a > b for a, b in itertools.pairwise(lrs[4:]))
+    assert lr_at(7) == lrs[7]  # a function of the step alone: a resumed run needs no state
 
 
 def test_a_config_stored_before_pretrained_existed_still_reads():
@@ -263,13 +278,13 @@ def test_export_exits_4_and_writes_nothing_below_the_gate(tracked_run, tmp_path,
 
 
 def test_a_refused_model_is_logged_to_its_run_and_not_exported(tracked_run, tmp_path, monkeypatch):
-    """`driver.export_tracked`, what `train.driver` and the notebook run after training."""
+    """`driver.export_and_register`, what `train.driver` and the notebook run after training."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked_run["uri"])
     run = tracking.start_run("refused", params={})
     cfg = TrainConfig(data_dir=str(tracked_run["data"]), image_size=32)
     out = tmp_path / "refused" / "model.safetensors"
     with pytest.raises(QualityGateFailed, match="quality gate failed: accuracy"):
-        driver.export_tracked(
+        driver.export_and_register(
             run, str(tracked_run["out"]), cfg, str(out), "refused", "fingerprint",
             QualityGate(min_accuracy=1.01, min_f1=1.01), REGISTERED, tmp_path / "report",
         )  # fmt: skip
@@ -279,6 +294,32 @@ def test_a_refused_model_is_logged_to_its_run_and_not_exported(tracked_run, tmp_
     assert logged.data.tags["quality_gate"] == "failed"
     assert logged.data.metrics["test.accuracy"] < 1.01
     assert logged.info.status == "FINISHED"
+
+
+def test_a_remote_export_leaves_no_temporary_folder_behind(tracked_run, tmp_path, monkeypatch):
+    """`driver.export_and_register` (train.driver and tune.sweep) puts a remote checkpoint's
+    report in a temporary folder, and removes it once MLflow has the files."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked_run["uri"])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    run = tracking.start_run("remote-export", params={})
+    cfg = TrainConfig(data_dir=str(tracked_run["data"]), image_size=32)
+    out = "memory://exports/remote/model.safetensors"
+    gate = QualityGate(min_accuracy=0, min_f1=0, max_ece=1, min_robust_accuracy=0)
+
+    report, model_uri = driver.export_and_register(
+        run, str(tracked_run["out"]), cfg, out, "remote", "fingerprint", gate, REGISTERED
+    )
+
+    assert sorted(scratch.iterdir()) == []
+    assert report["gate_passed"]
+    assert load_checkpoint(out)[1].version == "remote"
+    assert model_uri.startswith(f"models:/{REGISTERED}/")
+    client = MlflowClient(tracked_run["uri"])
+    logged = {a.path for a in client.list_artifacts(run.run_id, "evaluation")}
+    assert "evaluation/evaluation.json" in logged
+    assert client.get_run(run.run_id).info.status == "FINISHED"
 
 
 def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(

@@ -8,8 +8,8 @@ import sys
 import ray
 from ray.cluster_utils import Cluster
 
+from train.config import TrainConfig
 from train.driver import run_training
-from train.loop import TrainConfig
 
 
 def main(data_dir: str, storage_path: str) -> None:

@@ -1,3 +1,5 @@
+import tempfile
+
 import pytest
 from mlflow import MlflowClient
 
@@ -50,10 +52,18 @@ def test_a_two_trial_asha_sweep_exports_and_registers_its_best_trial(
     assert client.get_run(parent.info.run_id).data.tags["best_trial"] in meta.version
 
     # the same name again: Tune restores the (here finished) sweep instead of starting anew,
-    # and every trial's MLflow run is found again rather than duplicated
+    # and every trial's MLflow run is found again rather than duplicated. This time the best
+    # goes to remote storage: its report's temporary folder is removed afterwards.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    remote = "memory://sweep-export/model.safetensors"
     capsys.readouterr()
-    assert sweep.main(argv) == 0
+    assert sweep.main([*argv[: argv.index("--out") + 1], remote,
+                       *argv[argv.index("--out") + 2 :]]) == 0  # fmt: skip
     assert "resuming sweep s2" in capsys.readouterr().out
+    assert load_checkpoint(remote)[1].version.startswith("s2-")
+    assert sorted(scratch.iterdir()) == []
     assert len(client.search_runs([experiment.experiment_id], "tags.sweep = 's2'")) == 1
     trials = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"

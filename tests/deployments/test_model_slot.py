@@ -1,0 +1,53 @@
+"""The model replicas' health check (`ModelSlot.check_forward`) on a real checkpoint, and which
+`model_uri` a replica serves when the environment overrides it."""
+
+import asyncio
+import logging
+
+import pytest
+import torch
+
+from deployments.model_slot import ModelSlot, ModelUnhealthy, resolve_model_uri
+from tests.conftest import make_checkpoint
+
+
+@pytest.fixture
+def slot(tmp_path) -> ModelSlot:
+    slot = ModelSlot("primary", torch.device("cpu"))
+    path = make_checkpoint(tmp_path / "m.safetensors", "slot-test", seed=5)
+    assert asyncio.run(slot.load(str(path)))
+    return slot
+
+
+def test_a_working_model_passes_and_a_slot_without_one_is_healthy(slot):
+    asyncio.run(slot.check_forward())
+    empty = ModelSlot("shadow", torch.device("cpu"))  # a Shadow without model_uri
+    asyncio.run(empty.check_forward())
+
+
+def test_a_model_that_cannot_run_a_forward_pass_fails_the_check(slot):
+    head = slot.current.model.head[0]
+    head.weight = torch.nn.Parameter(torch.zeros(3, 3))  # wrong shape: the forward raises
+    with pytest.raises(ModelUnhealthy, match="slot-test cannot run a forward pass"):
+        asyncio.run(slot.check_forward())
+
+
+def test_a_model_answering_nan_fails_the_check(slot):
+    with torch.no_grad():
+        slot.current.model.head[-1].bias.fill_(float("nan"))
+    with pytest.raises(ModelUnhealthy, match="answers p=nan"):
+        asyncio.run(slot.check_forward())
+
+
+def test_the_environment_override_wins_and_says_what_it_ignores(caplog):
+    with caplog.at_level(logging.INFO, logger="ray.serve"):
+        assert resolve_model_uri("primary", "a.safetensors", None) == "a.safetensors"
+        assert resolve_model_uri("primary", "a.safetensors", "env.safetensors") == "env.safetensors"
+        assert resolve_model_uri("shadow", None, None) is None
+    messages = [record.getMessage() for record in caplog.records]
+    assert "primary model_uri from user_config: a.safetensors" in messages
+    assert (
+        "primary model_uri from the environment: env.safetensors "
+        "(user_config's a.safetensors is ignored)"
+    ) in messages
+    assert caplog.records[1].levelno == logging.WARNING
