@@ -1,8 +1,10 @@
 import hashlib
+import logging
 
 import pytest
+from pydantic import ValidationError
 
-from common.settings import Settings, SettingsError, hash_api_key
+from common.settings import Settings, SettingsError, apply_log_level, hash_api_key
 
 
 def test_defaults_with_an_empty_environment():
@@ -33,3 +35,33 @@ def test_plain_keys_are_kept_only_as_hashes():
 def test_bad_values_fail_naming_the_variable(env, name):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env(env)
+
+
+def test_key_hashes_file_adds_its_digests(tmp_path):
+    digest = hash_api_key("from-a-secret")
+    secret = tmp_path / "hashes"
+    secret.write_text(f"# mounted from a Kubernetes Secret\n{digest.upper()}\n\n")
+    settings = Settings.from_env({"API_KEY_HASHES_FILE": str(secret), "REQUIRE_AUTH": "true"})
+    assert settings.api_key_hashes == {digest}
+    with pytest.raises(SettingsError, match="API_KEY_HASHES_FILE"):
+        Settings.from_env({"API_KEY_HASHES_FILE": str(tmp_path / "missing")})
+
+
+def test_log_level_is_applied_to_the_application_loggers_only_when_set():
+    serve_logger = logging.getLogger("ray.serve")
+    before = serve_logger.level
+    try:
+        apply_log_level(Settings.from_env({}), "test")
+        assert serve_logger.level == before
+        apply_log_level(Settings.from_env({"LOG_LEVEL": "warning"}), "test")
+        assert serve_logger.level == logging.WARNING
+    finally:
+        serve_logger.setLevel(before)
+
+
+def test_settings_are_frozen_and_typed():
+    settings = Settings.from_env({"RATE_LIMIT_PER_MINUTE": "7", "MODEL_URI": ""})
+    assert settings.rate_limit_per_minute == 7
+    assert settings.model_uri is None
+    with pytest.raises(ValidationError):
+        settings.rate_limit_per_minute = 8
