@@ -52,10 +52,13 @@ def test_a_killed_classifier_replica_costs_no_request(target):
     assert verdict.passed, verdict.line()
 
 
-def test_slow_or_failing_shadow_fails_no_request(target):
-    verdict = shadow_faults(target, SMOKE)
+def test_slow_or_failing_shadow_fails_no_request_in_interleaved_rounds(target):
+    verdict = shadow_faults(target, SMOKE, rounds=2)  # A/B/C/A/B/C
     assert set(verdict.figures) == {"no_shadow", "slow_shadow", "failing_shadow"}
-    assert all(run["errors"] == 0 for run in verdict.figures.values()), verdict.line()
+    assert all(len(runs) == 2 for runs in verdict.figures.values())
+    errors = [run["errors"] for runs in verdict.figures.values() for run in runs]
+    assert errors == [0] * 6, verdict.line()
+    assert "medians of 2 interleaved rounds" in verdict.summary
 
 
 def test_rollout_under_load_fails_no_request(target, checkpoints):
