@@ -43,6 +43,8 @@ class Settings:
     max_file_bytes: int = 10 * 1024 * 1024
     max_batch_files: int = 10
     max_batch_bytes: int = 50 * 1024 * 1024
+    decode_workers: int = 2  # concurrent decodes (worker processes) per decoding replica
+    decode_timeout_s: float = 5.0  # one upload's decode; past it the worker is killed: 413
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -80,6 +82,8 @@ class Settings:
             max_file_bytes=_int(env, "MAX_FILE_BYTES", 10 * 1024 * 1024, minimum=1),
             max_batch_files=_int(env, "MAX_BATCH_FILES", 10, minimum=1),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 50 * 1024 * 1024, minimum=1),
+            decode_workers=_int(env, "DECODE_WORKERS", 2, minimum=1),
+            decode_timeout_s=_float(env, "DECODE_TIMEOUT_S", 5.0),
         )
 
 
@@ -109,4 +113,17 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
         raise SettingsError(f"{key} must be an integer, not {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{key} must be at least {minimum}, not {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number, not {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{key} must be above 0, not {value}")
     return value

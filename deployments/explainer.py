@@ -25,9 +25,10 @@ from ray import serve
 from common.answers import Explanation
 from common.calibration import calibrated_probabilities
 from common.config import strict_dataclass
-from common.image import ImageLimits, PreparedImage, decode_image, resize_pixels
+from common.image import ImageLimits, PreparedImage, resize_pixels
 from common.model import gradcam_target_layer, to_model_input
 from common.settings import Settings
+from deployments.decoding import ImageDecoder
 from deployments.model_slot import LoadedModel, ModelSlot, replica_device
 
 __all__ = ["Explainer", "ExplainerConfig"]
@@ -57,6 +58,7 @@ class Explainer:
         settings = Settings.from_env()
         self._uri_override = settings.model_uri
         self._slot = ModelSlot("explainer", replica_device())
+        self._decoder = ImageDecoder(settings.decode_workers, settings.decode_timeout_s)
         self._config = ExplainerConfig()
         self._lock = asyncio.Lock()  # captum hooks the shared model: one attribution at a time
 
@@ -70,16 +72,17 @@ class Explainer:
         loaded = self._slot.current
         if loaded is None:
             raise RuntimeError("the explainer has no model: set model_uri")
+        side = self._config.overlay_max_side
+        photo = await self._decoder.overlay_photo(data, limits, side, image.frame)
         async with self._lock:
-            return await asyncio.to_thread(self._explain, loaded, image, data, threshold, limits)
+            return await asyncio.to_thread(self._explain, loaded, image, photo, threshold)
 
     def _explain(
         self,
         loaded: LoadedModel,
         image: PreparedImage,
-        data: bytes,
+        photo: Image.Image,
         threshold: float,
-        limits: ImageLimits,
     ) -> Explanation:
         started = time.perf_counter()
         meta, model, config = loaded.meta, loaded.model, self._config
@@ -96,8 +99,6 @@ class Explainer:
         attribution = cam.attribute(x, target=target, relu_attributions=True)
         heat = attribution[0, 0].detach().float().cpu().numpy()
 
-        photo = decode_image(data, limits, draft_size=config.overlay_max_side, frame=image.frame)
-        photo.thumbnail((config.overlay_max_side, config.overlay_max_side))
         overlay = _blend(photo, heat, config)
         buffer = io.BytesIO()
         overlay.save(buffer, format="JPEG", quality=config.jpeg_quality)

@@ -26,11 +26,12 @@ from ray.serve.handle import DeploymentHandle
 
 from common.answers import Explanation, ModelInfo, NoModelLoaded, Prediction
 from common.config import strict_dataclass
-from common.image import ImageError, ImageLimits, PreparedImage, prepare_frames
+from common.image import ImageError, ImageLimits, PreparedImage
 from common.rules import confidence_for, label_for
 from common.settings import Settings
 from deployments.background import BatchedSender
 from deployments.classifier import fetch_model_info
+from deployments.decoding import ImageDecoder
 from deployments.errors import ApiError, root_cause
 from deployments.metrics import ingress_metrics, refresh_gauges_forever
 from deployments.shadow_mirror import ShadowMirror
@@ -113,6 +114,7 @@ class Ingress:
     ) -> None:
         self.settings = Settings.from_env()
         self.config = IngressConfig()
+        self._decoder = ImageDecoder(self.settings.decode_workers, self.settings.decode_timeout_s)
         self.metrics = ingress_metrics()
         self.rate_limiter = rate_limiter
         self._preprocessor = preprocessor
@@ -312,7 +314,7 @@ class Ingress:
         limits = self._limits()
         try:
             if self.config.preprocess_in_ingress:
-                frames = await asyncio.to_thread(prepare_frames, data, image_size, limits)
+                frames = await self._decoder.prepare_frames(data, image_size, limits)
             else:
                 frames = await self._call(
                     lambda: self._preprocessor.remote(data, image_size, limits), "decode"
