@@ -22,11 +22,14 @@ from pathlib import Path
 import yaml
 
 from bench.drills import DRILLS, DrillSize, Target, run_drills
+from bench.hostile import hostile_uploads
 from bench.inputs import make_inputs
 from bench.serving import ROOT, interruptible, serving_env, stop, wait_healthy
 from common.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["ServeRunTarget", "main"]
+
+HOSTILE = "hostile_uploads"  # bench/hostile.py: ten hostile clients under the usual load
 
 
 class ServeRunTarget:
@@ -112,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scale", type=float, default=1.0, help="request counts x this")
     parser.add_argument("--fault-after-s", type=float, default=DrillSize.fault_after_s)
-    parser.add_argument("--drills", nargs="+", choices=DRILLS, default=list(DRILLS))
+    parser.add_argument(
+        "--drills", nargs="+", choices=(*DRILLS, HOSTILE), default=[*DRILLS, HOSTILE]
+    )
     parser.add_argument("--port", type=int, default=8300)
     parser.add_argument(
         "--out",
@@ -136,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             images=make_inputs(ROOT / "artifacts" / "bench" / "inputs"),
         )
         size = _scaled(DrillSize(fault_after_s=args.fault_after_s), args.scale)
-        verdicts = run_drills(target, size, str(other), tuple(args.drills))
+        verdicts = run_drills(
+            target, size, str(other), tuple(d for d in args.drills if d in DRILLS)
+        )
+        if HOSTILE in args.drills:
+            verdicts.append(hostile_uploads(target, max(64, int(600 * args.scale))))
+            print(verdicts[-1].line(), flush=True)
     finally:
         server.close()
     failed = [v.drill for v in verdicts if not v.passed]

@@ -38,6 +38,7 @@ __all__ = [
     "ImageTooSmall",
     "PreparedImage",
     "UnsupportedImageFormat",
+    "declared_pixels",
     "decode_image",
     "jpeg_scan_count",
     "judged_frame_indices",
@@ -130,6 +131,19 @@ def sniff_format(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     raise UnsupportedImageFormat("unsupported image format: send a JPEG, PNG or WebP file")
+
+
+def declared_pixels(data: bytes) -> int:
+    """Pixels the file's header says decoding it means (frames x width x height), read
+    without decoding any; 0 when the header cannot be read (decoding will say why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=[sniff_format(data)]) as image:
+            frames = 1 if image.format == "JPEG" else getattr(image, "n_frames", 1)
+            return frames * image.width * image.height
+    except Image.DecompressionBombError:
+        return Image.MAX_IMAGE_PIXELS or 0
+    except (UnsupportedImageFormat, UnidentifiedImageError, *_READ_ERRORS):
+        return 0
 
 
 def decode_image(

@@ -7,7 +7,9 @@ worker killed (and replaced) and the client gets 413 `too_costly`; a worker that
 upload (a crash, the OOM killer) gives the same answer, and the replica lives on. The pool's
 size (`DECODE_WORKERS`) is the number of concurrent decodes of one replica, so a replica's
 decode memory is at most that many times one upload's peak (about 4-9 bytes per decoded pixel
-for JPEG and PNG, 16 for WebP: docs/performance.md); further uploads wait their turn. The
+for JPEG and PNG, 16 for WebP: docs/performance.md); further uploads wait their turn. Uploads
+over `LARGE_PIXELS` (from the header) take at most all workers but one, so a stream of big
+images never holds the whole pool and the usual photos keep a worker of their own. The
 Ingress (`preprocess_in_ingress`), the Preprocessor and the Explainer's overlay use it.
 """
 
@@ -23,10 +25,19 @@ from concurrent.futures.process import BrokenProcessPool
 from pebble import ProcessExpired, ProcessPool
 from PIL import Image
 
-from common.image import ImageLimits, ImageTooCostly, PreparedImage, decode_image, prepare_frames
+from common.image import (
+    ImageLimits,
+    ImageTooCostly,
+    PreparedImage,
+    declared_pixels,
+    decode_image,
+    prepare_frames,
+)
 from deployments.errors import ApiError
 
-__all__ = ["ImageDecoder", "overlay_photo"]
+__all__ = ["LARGE_PIXELS", "ImageDecoder", "overlay_photo"]
+
+LARGE_PIXELS = 16_000_000  # decoded pixels (all frames) from which an upload is a big one
 
 _TASKS_PER_WORKER = 200  # a worker is replaced after this many decodes (returns freed memory)
 _CONTEXT = "forkserver"  # never fork a Ray worker (threads, gRPC); forkserver restarts fast
@@ -58,6 +69,7 @@ class ImageDecoder:
         self.timeout_s = timeout_s
         self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
+        self._large = asyncio.Semaphore(max(1, workers - 1))  # big uploads decoding at once
 
     async def prepare_frames(
         self, data: bytes, size: int, limits: ImageLimits
@@ -78,7 +90,13 @@ class ImageDecoder:
                 self._pool.join(timeout=5)
                 self._pool = None
 
-    async def _run(self, function, *args):
+    async def _run(self, function, data: bytes, *args):
+        if declared_pixels(data) > LARGE_PIXELS:
+            async with self._large:
+                return await self._decode(function, data, *args)
+        return await self._decode(function, data, *args)
+
+    async def _decode(self, function, *args):
         try:
             future = self._ensure_pool().schedule(function, args=args, timeout=self.timeout_s)
             # cancelling (a client gone) cancels the task, and pebble kills a running one

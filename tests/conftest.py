@@ -126,9 +126,14 @@ def deploy(config: dict) -> None:
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(config)
-    client = serve_private_api.serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
-    )
+    options = {"http_options": schema.http_options.model_dump(),
+               "proxy_location": schema.proxy_location}  # fmt: skip
+    try:
+        client = serve_private_api.serve_start(**options)
+    except (ray.exceptions.ActorDiedError, TimeoutError):
+        # Serve gives its proxy (HAProxy's manager) a fixed 60 s to start; on two loaded cores
+        # it may need more, and the controller replaces it: connect again, wait below.
+        client = serve_private_api.serve_start(**options)
     # deploy_apps(_blocking=True) gives up after a fixed 60 s: too short on two cores shared
     # with other Ray instances (seen here: 35 s to build the app, replicas later still).
     client.deploy_apps(schema)

@@ -11,6 +11,8 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
+from bench.hostile import grey16_png, scan_bomb  # noqa: F401  (re-exported for tests)
+
 # (format, mode) pairs each encoder accepts as they are
 FORMAT_MODES = [
     ("JPEG", "RGB"),
@@ -95,19 +97,3 @@ def png_header_only(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))  # fmt: skip
-
-
-def scan_bomb(side: int = 2000, repeats: int = 5000) -> bytes:
-    """A progressive JPEG whose last scan is repeated `repeats` times before its end: a few
-    bytes a scan, and libjpeg decodes every one (a CPU bomb: ~16 s at 2000 px, 5000 scans)."""
-    data = encode(Image.new("RGB", (side, side), (120, 130, 140)), progressive=True)
-    last_scan, end = data.rfind(b"\xff\xda"), data.rfind(b"\xff\xd9")
-    return data[:end] + data[last_scan:end] * repeats + data[end:]
-
-
-def grey16_png(width: int = 10_000, height: int = 4_000) -> bytes:
-    """A 16-bit grey PNG (Pillow mode I;16) of `width` x `height` with thin bright stripes:
-    under 100 KB, and 40 M pixels when decoded at the default size (a memory bomb)."""
-    pixels = np.zeros((height, width), dtype=np.uint16)
-    pixels[:, ::7] = 40_000
-    return encode(Image.fromarray(pixels), "PNG")

@@ -8,7 +8,7 @@ import pytest
 
 from common.image import ImageLimits, ImageTooCostly, prepare_image
 from deployments.decoding import ImageDecoder
-from tests.images import crop, image_bytes, scan_bomb
+from tests.images import crop, grey16_png, image_bytes, scan_bomb
 
 SIZE = 32
 UNBOUNDED_SCANS = ImageLimits(max_scans=1_000_000)  # so the bomb reaches the decoder
@@ -52,3 +52,26 @@ def test_the_overlay_photo_is_decoded_small_in_a_worker(decoder):
     photo = asyncio.run(decoder.overlay_photo(image_bytes(0), ImageLimits(), 48, 0))
     assert (photo.mode, max(photo.size)) == ("RGB", 48)
     assert photo.size == (48, 36) and crop(0).size == (96, 72)
+
+
+def test_big_uploads_leave_a_worker_to_the_usual_photos():
+    """Two 40 M pixel uploads and a small photo at once: the big ones take one worker in turn,
+    so the photo is decoded before either big one is done."""
+    big, finished = grey16_png(), []
+    decoder = ImageDecoder(workers=2, timeout_s=60.0)
+
+    async def decode(name: str, data: bytes) -> None:
+        await decoder.prepare_frames(data, SIZE, ImageLimits())
+        finished.append(name)
+
+    async def run():
+        await asyncio.gather(
+            decode("big-1", big), decode("big-2", big), decode("photo", image_bytes(2))
+        )
+
+    try:
+        asyncio.run(decoder.prepare_frames(image_bytes(0), SIZE, ImageLimits()))  # started
+        asyncio.run(run())
+    finally:
+        decoder.close()
+    assert finished[0] == "photo", finished
