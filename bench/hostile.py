@@ -2,8 +2,10 @@
 memory or connection time while `hey` sends the usual load, and the usual load must not notice.
 
 The clients send progressive JPEGs of 5,000 scans (refused from their markers: 413), 16-bit
-PNGs of 10000 x 4000 px (legal, 40 M pixels each: decoded, in turn, by a worker of their own)
-and slow headers (one byte every half second on a raw socket, until the edge cuts them off).
+PNGs of 10000 x 4000 px (legal, 40 M pixels each: decoded, in turn, by a worker of their own),
+each as soon as its last answer came and at most one a second (the default per-key rate
+limit), and slow headers (one byte every half second on a raw socket, until the edge cuts
+them off).
 Rounds without and with them alternate (A/B/A/B...), and the medians of the rounds' p99 are
 compared, so that the machine's own noise does not decide the verdict.
 """
@@ -29,6 +31,7 @@ __all__ = ["HostileClients", "grey16_png", "hostile_uploads", "scan_bomb"]
 SCAN_BOMB_CLIENTS = 4
 PNG_BOMB_CLIENTS = 3
 SLOW_HEADER_CLIENTS = 3  # ten clients in all
+UPLOAD_INTERVAL_S = 1.0  # each bomb client's pace: within the default 60 requests/min per key
 LOAD_CONCURRENCY = 8
 MAX_P99_RATIO = 2.0  # median p99 under attack / median p99 without
 _DEPLOYMENTS = ("Ingress", "Preprocessor", "Classifier", "Explainer", "DriftMonitor")
@@ -87,11 +90,13 @@ class HostileClients:
     def _bombs(self, kind: str, data: bytes) -> None:
         with httpx.Client(base_url=self.url, headers=self.headers, timeout=120) as http:
             while not self._stop.is_set():
+                started = time.monotonic()
                 try:
                     status = http.post("/predict", files={"file": ("x", data)}).status_code
                 except httpx.TransportError:
                     status = 0  # the connection failed: counted, not a 5xx
                 self.statuses[(kind, status)] += 1
+                self._stop.wait(max(0.0, UPLOAD_INTERVAL_S - (time.monotonic() - started)))
 
     def _slow_headers(self) -> None:
         host, port = httpx.URL(self.url).host, httpx.URL(self.url).port

@@ -60,6 +60,8 @@ class ServeRunTarget:
         log = ROOT / "artifacts" / "bench" / "resilience_serve_run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **serving_env(Path(tempfile.mkdtemp(prefix="haproxy-drill-")))}
+        # a Ray instance of its own: `serve run` would join any cluster `ray start` left here
+        env.setdefault("RAY_ADDRESS", "local")
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [str(serve), "run", str(self._write(self.config))],  # nosec B603
@@ -69,7 +71,11 @@ class ServeRunTarget:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        wait_healthy(self.url, self.process)
+        try:
+            wait_healthy(self.url, self.process)
+        except (TimeoutError, RuntimeError):
+            stop(self.process)
+            raise
         return self.process
 
     def deploy(self, config: dict) -> None:

@@ -5,18 +5,21 @@ libjpeg, libpng and libwebp cannot be interrupted from Python, and a thread cann
 so `common.image` runs in `pebble` worker processes: a decode past `DECODE_TIMEOUT_S` has its
 worker killed (and replaced) and the client gets 413 `too_costly`; a worker that dies on an
 upload (a crash, the OOM killer) gives the same answer, and the replica lives on. The pool's
-size (`DECODE_WORKERS`) is the number of concurrent decodes of one replica, so a replica's
-decode memory is at most that many times one upload's peak (about 4-9 bytes per decoded pixel
-for JPEG and PNG, 16 for WebP: docs/performance.md); further uploads wait their turn. Uploads
-over `LARGE_PIXELS` (from the header) take at most all workers but one, so a stream of big
-images never holds the whole pool and the usual photos keep a worker of their own. The
-Ingress (`preprocess_in_ingress`), the Preprocessor and the Explainer's overlay use it.
+size (`DECODE_WORKERS`) is the number of concurrent decodes of the usual uploads in one
+replica; uploads over `LARGE_PIXELS` (read from the header) go to one more worker of their
+own, one at a time and at a lower CPU priority (`LARGE_NICENESS`, with a deadline
+`LARGE_TIMEOUT_FACTOR` times longer), so a stream of big images neither holds the usual
+photos' workers nor takes their cores. A replica's decode memory is at
+most `DECODE_WORKERS` + 1 times one upload's peak (about 4-9 bytes per decoded pixel for JPEG
+and PNG, 16 for WebP: docs/performance.md); further uploads wait their turn. The Ingress
+(`preprocess_in_ingress`), the Preprocessor and the Explainer's overlay use it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -38,6 +41,8 @@ from deployments.errors import ApiError
 __all__ = ["LARGE_PIXELS", "ImageDecoder", "overlay_photo"]
 
 LARGE_PIXELS = 16_000_000  # decoded pixels (all frames) from which an upload is a big one
+LARGE_NICENESS = 10  # the big uploads' worker yields the CPU to everything else in the replica
+LARGE_TIMEOUT_FACTOR = 3  # ...so its deadline is this many times DECODE_TIMEOUT_S
 
 _TASKS_PER_WORKER = 200  # a worker is replaced after this many decodes (returns freed memory)
 _CONTEXT = "forkserver"  # never fork a Ray worker (threads, gRPC); forkserver restarts fast
@@ -45,10 +50,12 @@ _RETRY_AFTER_S = "2"
 _PRELOAD = ["deployments.decoding"]  # imported once by the fork server, not per worker
 
 
-def _die_on_sigterm() -> None:
-    """Worker initializer: pebble's own SIGTERM handler is Python, which waits for libjpeg to
+def _start_worker(niceness: int) -> None:
+    """Worker initializer. pebble's own SIGTERM handler is Python, which waits for libjpeg to
     return (pebble then waits 3 s more before SIGKILL); the default action stops it at once."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if niceness:
+        os.nice(niceness)
 
 
 def overlay_photo(data: bytes, limits: ImageLimits, max_side: int, frame: int) -> Image.Image:
@@ -67,9 +74,8 @@ class ImageDecoder:
     def __init__(self, workers: int, timeout_s: float) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
-        self._pool: ProcessPool | None = None
+        self._pools: dict[bool, ProcessPool] = {}  # by "is it a big upload"
         self._lock = threading.Lock()
-        self._large = asyncio.Semaphore(max(1, workers - 1))  # big uploads decoding at once
 
     async def prepare_frames(
         self, data: bytes, size: int, limits: ImageLimits
@@ -85,20 +91,16 @@ class ImageDecoder:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.stop()
-                self._pool.join(timeout=5)
-                self._pool = None
+            for pool in self._pools.values():
+                pool.stop()
+                pool.join(timeout=5)
+            self._pools.clear()
 
     async def _run(self, function, data: bytes, *args):
-        if declared_pixels(data) > LARGE_PIXELS:
-            async with self._large:
-                return await self._decode(function, data, *args)
-        return await self._decode(function, data, *args)
-
-    async def _decode(self, function, *args):
+        large = declared_pixels(data) > LARGE_PIXELS
+        timeout_s = self.timeout_s * (LARGE_TIMEOUT_FACTOR if large else 1)
         try:
-            future = self._ensure_pool().schedule(function, args=args, timeout=self.timeout_s)
+            future = self._pool(large).schedule(function, args=(data, *args), timeout=timeout_s)
             # cancelling (a client gone) cancels the task, and pebble kills a running one
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
@@ -107,7 +109,7 @@ class ImageDecoder:
                            {"Retry-After": _RETRY_AFTER_S}) from None  # fmt: skip
         except FutureTimeout:
             raise ImageTooCostly(
-                f"decoding the image took longer than {self.timeout_s:g} s; "
+                f"decoding the image took longer than {timeout_s:g} s; "
                 "send a smaller or simpler image"
             ) from None
         except ProcessExpired:
@@ -116,15 +118,17 @@ class ImageDecoder:
                 "send a smaller or simpler image"
             ) from None
 
-    def _ensure_pool(self) -> ProcessPool:
+    def _pool(self, large: bool) -> ProcessPool:
         with self._lock:
-            if self._pool is None or not self._pool.active:
+            pool = self._pools.get(large)
+            if pool is None or not pool.active:
                 context = multiprocessing.get_context(_CONTEXT)
                 context.set_forkserver_preload(_PRELOAD)  # instead of the Ray worker's __main__
-                self._pool = ProcessPool(
-                    max_workers=self.workers,
+                pool = self._pools[large] = ProcessPool(
+                    max_workers=1 if large else self.workers,
                     max_tasks=_TASKS_PER_WORKER,
-                    initializer=_die_on_sigterm,
+                    initializer=_start_worker,
+                    initargs=(LARGE_NICENESS if large else 0,),
                     context=context,
                 )
-            return self._pool
+            return pool
