@@ -86,7 +86,8 @@ def ray_instance():
     os.environ["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] = str(HAPROXY_CLIENT_TIMEOUT_S)
     # Tests call handles synchronously from this driver, which needs Serve's router loop.
     os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
-    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False)
+    # address="local": an instance of its own, even where `ray start` left a cluster running
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
     yield
     from ray import serve
 
