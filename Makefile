@@ -36,11 +36,18 @@ $(DEMO_MODEL): | $(DEMO_DATA)/demo_manifest.json
 demo: $(DEMO_MODEL)
 	@$(MAKE) --no-print-directory serve
 
-# `serve run` in the foreground with the tuned settings of serving.env (HAProxy in front when
-# the `haproxy` binary is installed); once /health answers, print where to send requests.
+# `serve run` in the foreground with the tuned settings of serving.env (Serve's HAProxy front
+# end, the binary bundled with ray[serve]); once /health answers, print where to send requests.
+# HAProxy's files go to a folder only this user can enter: its admin socket is mode 666.
+HAPROXY_DIR ?= $(HOME)/.cache/product-photo-detector/haproxy
 serve: | $(VENV)/.installed-demo
 	@set -a; . ./serving.env; set +a; \
-	command -v haproxy >/dev/null || unset RAY_SERVE_ENABLE_HA_PROXY RAY_SERVE_HAPROXY_NBTHREAD; \
+	mkdir -p $(HAPROXY_DIR) && chmod 700 $(HAPROXY_DIR); \
+	export RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=$(HAPROXY_DIR)/haproxy.cfg \
+		RAY_SERVE_HAPROXY_SOCKET_PATH=$(HAPROXY_DIR)/admin.sock \
+		RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=$(HAPROXY_DIR)/metrics.sock \
+		RAY_SERVE_HAPROXY_SERVER_STATE_BASE=$(HAPROXY_DIR) \
+		RAY_SERVE_HAPROXY_SERVER_STATE_FILE=$(HAPROXY_DIR)/server-state; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/serve run serve_config.yaml & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid' INT TERM; \
 	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://$(HOST):$(PORT)/health', timeout=2)" 2>/dev/null; do \

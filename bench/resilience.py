@@ -22,11 +22,14 @@ from pathlib import Path
 import yaml
 
 from bench.drills import DRILLS, DrillSize, Target, run_drills
+from bench.hostile import hostile_uploads
 from bench.inputs import make_inputs
 from bench.serving import ROOT, interruptible, serving_env, stop, wait_healthy
 from common.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["ServeRunTarget", "main"]
+
+HOSTILE = "hostile_uploads"  # bench/hostile.py: ten hostile clients under the usual load
 
 
 class ServeRunTarget:
@@ -57,6 +60,8 @@ class ServeRunTarget:
         log = ROOT / "artifacts" / "bench" / "resilience_serve_run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **serving_env(Path(tempfile.mkdtemp(prefix="haproxy-drill-")))}
+        # a Ray instance of its own: `serve run` would join any cluster `ray start` left here
+        env.setdefault("RAY_ADDRESS", "local")
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [str(serve), "run", str(self._write(self.config))],  # nosec B603
@@ -66,7 +71,11 @@ class ServeRunTarget:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        wait_healthy(self.url, self.process)
+        try:
+            wait_healthy(self.url, self.process)
+        except (TimeoutError, RuntimeError):
+            stop(self.process)
+            raise
         return self.process
 
     def deploy(self, config: dict) -> None:
@@ -112,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scale", type=float, default=1.0, help="request counts x this")
     parser.add_argument("--fault-after-s", type=float, default=DrillSize.fault_after_s)
-    parser.add_argument("--drills", nargs="+", choices=DRILLS, default=list(DRILLS))
+    parser.add_argument(
+        "--drills", nargs="+", choices=(*DRILLS, HOSTILE), default=[*DRILLS, HOSTILE]
+    )
     parser.add_argument("--port", type=int, default=8300)
     parser.add_argument(
         "--out",
@@ -136,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             images=make_inputs(ROOT / "artifacts" / "bench" / "inputs"),
         )
         size = _scaled(DrillSize(fault_after_s=args.fault_after_s), args.scale)
-        verdicts = run_drills(target, size, str(other), tuple(args.drills))
+        verdicts = run_drills(
+            target, size, str(other), tuple(d for d in args.drills if d in DRILLS)
+        )
+        if HOSTILE in args.drills:
+            verdicts.append(hostile_uploads(target, max(64, int(600 * args.scale))))
+            print(verdicts[-1].line(), flush=True)
     finally:
         server.close()
     failed = [v.drill for v in verdicts if not v.passed]

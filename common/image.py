@@ -6,6 +6,14 @@ by their leading bytes, and sizes, frame counts and the pixels to decode are che
 header before any pixel is decoded. A multi-picture JPEG (MPO) is its primary picture; an
 animated PNG or WebP gives up to `ImageLimits.judged_frames` frames, sampled evenly.
 Truncated or damaged data is refused (`CorruptImage`), never decoded in part.
+
+Cost per upload is bounded before decoding: a progressive JPEG may hold at most
+`ImageLimits.max_scans` scans (libjpeg decodes every one; counted by a walk over the markers),
+and memory stays within a small multiple of the decoded pixels: 16-bit and float greys are
+scaled to 8 bits in integer arithmetic, strip by strip; grey pictures stay one channel until
+they are resized; transparency is flattened onto white in place. Peak memory of one decode is
+at most about 4 bytes per decoded pixel beyond Pillow's own decoded image (measured figures:
+docs/performance.md). The wall-clock deadline of a decode is `deployments.decoding`'s job.
 """
 
 from __future__ import annotations
@@ -25,11 +33,14 @@ __all__ = [
     "CorruptImage",
     "ImageError",
     "ImageLimits",
+    "ImageTooCostly",
     "ImageTooLarge",
     "ImageTooSmall",
     "PreparedImage",
     "UnsupportedImageFormat",
+    "declared_pixels",
     "decode_image",
+    "jpeg_scan_count",
     "judged_frame_indices",
     "prepare_frames",
     "prepare_image",
@@ -45,6 +56,9 @@ _SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and h
 _READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)  # Pillow's "cannot read"
 _OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")  # `<_io.BytesIO object at 0x7f…>`
 _MAX_REASON_CHARS = 200
+# A JPEG marker: 0xFF (fill bytes allowed) then a code that is not a stuffed 0x00, not fill.
+_JPEG_MARKER = re.compile(rb"\xff([^\x00\xff])")
+_STRIP_PIXELS = 1 << 20  # pixels converted at a time from 16-bit/float to 8-bit
 
 
 class ImageError(ValueError):
@@ -67,6 +81,12 @@ class ImageTooLarge(ImageError):
     kind = "too_large"
 
 
+class ImageTooCostly(ImageTooLarge):
+    """An upload whose decode ran past its deadline or killed its decoder (413)."""
+
+    kind = "too_costly"
+
+
 class UnsupportedImageFormat(ImageError):
     status_code = 415
     kind = "unsupported_format"
@@ -85,6 +105,9 @@ class ImageLimits:
     max_pixels: int = 40_000_000
     max_frames: int = 100  # frames an animated PNG/WebP may hold (from its header)
     judged_frames: int = 8  # frames of an animation judged, evenly spaced, first and last in
+    # Scans of a progressive JPEG (libjpeg decodes them all; a baseline JPEG has one per
+    # component group, a usual progressive one about 10): a CPU-bomb guard.
+    max_scans: int = 100
 
 
 @dataclass(frozen=True)
@@ -110,6 +133,19 @@ def sniff_format(data: bytes) -> str:
     raise UnsupportedImageFormat("unsupported image format: send a JPEG, PNG or WebP file")
 
 
+def declared_pixels(data: bytes) -> int:
+    """Pixels the file's header says decoding it means (frames x width x height), read
+    without decoding any; 0 when the header cannot be read (decoding will say why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=[sniff_format(data)]) as image:
+            frames = 1 if image.format == "JPEG" else getattr(image, "n_frames", 1)
+            return frames * image.width * image.height
+    except Image.DecompressionBombError:
+        return Image.MAX_IMAGE_PIXELS or 0
+    except (UnsupportedImageFormat, UnidentifiedImageError, *_READ_ERRORS):
+        return 0
+
+
 def decode_image(
     data: bytes, limits: ImageLimits = ImageLimits(), draft_size: int | None = None, frame: int = 0
 ) -> Image.Image:
@@ -124,12 +160,18 @@ def decode_image(
         raise ValueError(f"frame {frame} is not in an image of {frames} frame(s)")
     if draft_size and fmt == "JPEG":
         image.draft(None, _draft_target(image.size, draft_size))
-    return next(_pictures(image, fmt, [frame], limits))[1]
+    picture = next(_pictures(image, fmt, [frame], limits))[1]
+    return picture if picture.mode == "RGB" else picture.convert("RGB")
 
 
 def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
-    """Resize the whole image to `size` x `size` and return uint8 CHW (contiguous)."""
+    """Resize the whole image to `size` x `size` and return uint8 CHW (contiguous) RGB.
+
+    A grey ("L") image is resized first and made RGB after: the same pixels as converting
+    first (bilinear works per channel), for a third of the memory."""
     resized = image.resize((size, size), _RESAMPLE)
+    if resized.mode != "RGB":
+        resized = resized.convert("RGB")
     return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1))
 
 
@@ -185,9 +227,41 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, int]:
     # A JPEG's extra pictures (MPO: HDR gain map, preview) are never read: the primary is judged.
     frames = 1 if fmt == "JPEG" else getattr(image, "n_frames", 1)
     _check_dimensions(image.size, frames, limits)
+    if fmt == "JPEG":
+        scans = jpeg_scan_count(data, stop_after=limits.max_scans)
+        if scans > limits.max_scans:
+            raise ImageTooLarge(
+                f"the progressive JPEG has more than {limits.max_scans} scans; "
+                f"the limit is {limits.max_scans}"
+            )
     if fmt == "PNG":
         _verify_png(data)
     return image, fmt, frames
+
+
+def jpeg_scan_count(data: bytes, stop_after: int | None = None) -> int:
+    """Start-of-scan markers of a JPEG's primary picture, found by walking its marker segments
+    (lengths skip every header and APP payload, such as an EXIF thumbnail) and the
+    entropy-coded data between them (where 0xFF is always followed by 0x00, a restart marker
+    or the next marker). Stops at the end-of-image marker, or once past `stop_after`."""
+    count, pos, end = 0, 2, len(data)  # after SOI
+    while pos + 4 <= end:
+        match = _JPEG_MARKER.search(data, pos)
+        if match is None:
+            break
+        marker = match.group(1)[0]
+        pos = match.end()
+        if marker == 0xD9:  # EOI: the primary picture is over (MPO pictures follow)
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # RSTn, TEM: no length
+            continue
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        pos += length
+        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
+            count += 1
+            if stop_after is not None and count > stop_after:
+                break
+    return count
 
 
 def _verify_png(data: bytes) -> None:
@@ -202,7 +276,7 @@ def _verify_png(data: bytes) -> None:
 def _pictures(
     image: Image.Image, fmt: str, indices: list[int], limits: ImageLimits
 ) -> Iterator[tuple[int, Image.Image]]:
-    """(index, upright RGB picture) for each frame index, in increasing order."""
+    """(index, upright RGB or grey "L" picture) for each frame index, in increasing order."""
     for index in indices:
         try:
             if index:
@@ -215,7 +289,7 @@ def _pictures(
         except _READ_ERRORS as exc:
             where = f"frame {index} of the {fmt} file" if index else f"the {fmt} file"
             raise CorruptImage(f"{where} is truncated or damaged: {_reason(exc, fmt)}") from None
-        yield index, _to_rgb(_upright(image))
+        yield index, _to_rgb_or_grey(_upright(image))
 
 
 def _check_dimensions(size: tuple[int, int], frames: int, limits: ImageLimits) -> None:
@@ -264,6 +338,8 @@ def _draft_target(size: tuple[int, int], draft_size: int) -> tuple[int, int]:
 
 def _upright(image: Image.Image) -> Image.Image:
     try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+            return image  # exif_transpose would return a full copy of an upright image
         return ImageOps.exif_transpose(image)
     except (OSError, ValueError, KeyError, TypeError, SyntaxError):
         return image  # unreadable EXIF: keep the pixels as stored rather than refuse the photo
@@ -278,24 +354,51 @@ def _upright_size(image: Image.Image) -> tuple[int, int]:
     return (height, width) if orientation in _SIDEWAYS_ORIENTATIONS else (width, height)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_rgb_or_grey(image: Image.Image) -> Image.Image:
+    """RGB, or "L" for a grey picture (made RGB once resized): transparent pixels on white."""
     mode = image.mode
-    if mode == "RGB":
+    if mode in ("RGB", "L"):
         return image
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return _high_bit_depth_to_rgb(image)
+        return _high_bit_depth_to_grey(image)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*_ALPHA_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = image if mode == "RGBA" else image.convert("RGBA")
+        # pasting through the alpha band flattens onto white in place: one RGB image and the
+        # alpha band, instead of an RGBA background, a composite and a copy
+        flat = Image.new("RGB", rgba.size, _ALPHA_BACKGROUND)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    if mode == "1":
+        return image.convert("L")
     return image.convert("RGB")
 
 
-def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
-    values = np.asarray(image, dtype=np.float64)
-    peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-    scaled = np.clip(values * (255.0 / peak), 0, 255).round().astype(np.uint8)
-    return Image.fromarray(scaled).convert("RGB")  # uint8 2-D -> L
+# numpy dtype of each high-bit-depth mode's stored pixels
+_HIGH_BIT_DEPTH_DTYPES = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2",
+                          "I": "=i4", "F": "=f4"}  # fmt: skip
+
+
+def _high_bit_depth_to_grey(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer or float grey -> 8-bit "L": 16-bit ranges scale by 255/65535
+    (rounded), values already within 0-255 are kept. Integer arithmetic, a strip of rows at a
+    time, so the memory beyond the decoded image is the 1 byte a pixel of the result."""
+    width, height = image.size
+    high = image.getextrema()[1]
+    peak = 65535 if image.mode.startswith("I;16") or high > 255 else 255
+    dtype = np.dtype(_HIGH_BIT_DEPTH_DTYPES[image.mode])
+    out = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        strip = np.frombuffer(image.crop((0, top, width, bottom)).tobytes(), dtype=dtype)
+        if dtype.kind == "f":
+            strip = np.rint(np.clip(strip, 0, peak) * np.float32(255 / peak))
+        else:
+            strip = np.clip(strip.astype(np.int64), 0, peak)
+            if peak != 255:
+                strip = (strip * 255 + peak // 2) // peak  # round(v * 255 / peak), exactly
+        out[top:bottom] = strip.reshape(bottom - top, width)
+    return Image.fromarray(out)
 
 
 def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:

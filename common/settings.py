@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_batch_files: int = Field(10, ge=1)
     max_batch_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    decode_workers: int = Field(2, ge=1)  # concurrent decodes (worker processes) per replica
+    decode_timeout_s: float = Field(5.0, gt=0)  # one upload's decode; past it the worker is killed
 
     @field_validator("api_keys", "api_key_hashes", "trusted_proxies", mode="before")
     @classmethod

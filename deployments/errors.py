@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from common.image import ImageError
-from deployments.request_id import is_safe_request_id
+from deployments.edge_headers import is_safe_request_id
 from deployments.schemas import ErrorResponse
 
 __all__ = [
@@ -71,7 +71,7 @@ class ApiError(Exception):
 
 def request_id_of(request: Request | Scope) -> str:
     """The id Serve's proxy gave this request (the client's X-Request-ID when it is plain, see
-    `deployments.request_id`, or a new one); empty rather than an unsafe one."""
+    `deployments.edge_headers`, or a new one); empty rather than an unsafe one."""
     headers = request.headers if isinstance(request, Request) else Headers(scope=request)
     request_id = headers.get("x-request-id", "")
     return request_id if is_safe_request_id(request_id) else ""

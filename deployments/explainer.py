@@ -25,11 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
 from common.answers import Explanation, NoModelLoaded
-from common.image import ImageLimits, PreparedImage, decode_image
+from common.image import ImageLimits, PreparedImage
 from common.inference import forward_probabilities, model_input
 from common.model import gradcam_target_layer
 from common.rules import is_ai_generated
 from common.settings import apply_log_level, get_settings
+from deployments.decoding import ImageDecoder
 from deployments.model_slot import LoadedModel, ModelSlot, replica_device, resolve_model_uri
 
 __all__ = ["Explainer", "ExplainerConfig"]
@@ -62,6 +63,7 @@ class Explainer:
         apply_log_level(settings, "explainer")
         self._uri_override = settings.model_uri
         self._slot = ModelSlot("explainer", replica_device())
+        self._decoder = ImageDecoder(settings.decode_workers, settings.decode_timeout_s)
         self._config = ExplainerConfig()
         self._lock = asyncio.Lock()  # captum hooks the shared model: one attribution at a time
 
@@ -87,16 +89,17 @@ class Explainer:
         loaded = self._slot.current
         if loaded is None:
             raise NoModelLoaded("the explainer has no model: set model_uri")
+        side = self._config.overlay_max_side
+        photo = await self._decoder.overlay_photo(data, limits, side, image.frame)
         async with self._lock:
-            return await asyncio.to_thread(self._explain, loaded, image, data, threshold, limits)
+            return await asyncio.to_thread(self._explain, loaded, image, photo, threshold)
 
     def _explain(
         self,
         loaded: LoadedModel,
         image: PreparedImage,
-        data: bytes,
+        photo: Image.Image,
         threshold: float,
-        limits: ImageLimits,
     ) -> Explanation:
         started = time.perf_counter()
         meta, model, config, device = loaded.meta, loaded.model, self._config, self._slot.device
@@ -109,8 +112,6 @@ class Explainer:
         attribution = cam.attribute(x, target=target, relu_attributions=True)
         heat = attribution[0, 0].detach().float().cpu().numpy()
 
-        photo = decode_image(data, limits, draft_size=config.overlay_max_side, frame=image.frame)
-        photo.thumbnail((config.overlay_max_side, config.overlay_max_side))
         overlay = _blend(photo, heat, config)
         buffer = io.BytesIO()
         overlay.save(buffer, format="JPEG", quality=config.jpeg_quality)

@@ -30,7 +30,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from common.answers import ModelInfo, Prediction, prediction_for
-from common.image import ImageError, ImageLimits, PreparedImage, prepare_frames
+from common.image import ImageError, ImageLimits, PreparedImage
 from common.provenance import (
     ManifestReader,
     Provenance,
@@ -41,6 +41,7 @@ from common.provenance import (
 from common.settings import apply_log_level, get_settings
 from deployments.auth import API_KEY_DOC, API_KEY_HEADER
 from deployments.background import BatchedSender
+from deployments.decoding import ImageDecoder
 from deployments.downstream import call, fetch_model_info, unavailable
 from deployments.edge import EdgeParts, ReplicaEdge
 from deployments.errors import ERROR_RESPONSES, install_error_handlers, request_id_of, root_cause
@@ -183,6 +184,7 @@ class Ingress:
         self._trust_anchors = load_trust_anchors(self.settings.c2pa_trust_anchors)
         self._manifests: ManifestReader | None = None  # started with the first user_config
         self.config = IngressConfig()
+        self._decoder = ImageDecoder(self.settings.decode_workers, self.settings.decode_timeout_s)
         self.metrics = ingress_metrics()
         self._preprocessor = preprocessor
         self._classifier = classifier
@@ -473,7 +475,7 @@ class Ingress:
         limits = self._limits()
         try:
             if self.config.preprocess_in_ingress:
-                frames = await asyncio.to_thread(prepare_frames, data, image_size, limits)
+                frames = await self._decoder.prepare_frames(data, image_size, limits)
             else:
                 frames = await call(
                     lambda: self._preprocessor.remote(data, image_size, limits),

@@ -2,7 +2,10 @@
 
 Every response, errors from the other middleware included, is counted by route template and
 status and timed. Above `limit()` requests in flight in this replica, new ones get a fast 503
-with Retry-After instead of waiting in an unbounded queue.
+with Retry-After instead of waiting in an unbounded queue. A request counts as in flight once
+its body has arrived (at once when it has none): uploads still trickling in hold a connection,
+which the edge's timeouts bound, but no share of the replica's capacity, so a few dozen slow
+clients cannot turn every route, `/health` included, into 503s.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ def route_of(scope: Scope) -> str:
     """The matched route's template (bounded label values), or "unmatched"."""
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"
+
+
+def _has_body(scope: Scope) -> bool:
+    for key, value in scope.get("headers", ()):
+        key = key.lower()
+        if key == b"transfer-encoding" or (key == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 class RequestMetricsMiddleware:
@@ -68,13 +79,28 @@ class RequestMetricsMiddleware:
             self._record(scope, status, started)
             return
 
-        self.inflight += 1
-        self.on_inflight(self.inflight)
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            self.inflight -= 1
+        counted = False
+
+        def enter() -> None:
+            nonlocal counted
+            counted = True
+            self.inflight += 1
             self.on_inflight(self.inflight)
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if not counted and not message.get("more_body", False):
+                enter()  # the last body chunk (or a disconnect) is in
+            return message
+
+        if not _has_body(scope):
+            enter()
+        try:
+            await self.app(scope, counting_receive, recording_send)
+        finally:
+            if counted:
+                self.inflight -= 1
+                self.on_inflight(self.inflight)
             self._record(scope, status, started)
 
     def _record(self, scope: Scope, status: int, started: float) -> None:

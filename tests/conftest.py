@@ -39,6 +39,7 @@ BASELINE_IMAGES = range(16)  # image_bytes(i) used to calibrate BatchNorm and th
 TEST_KEYS = [f"test-key-{i:03d}" for i in range(120)]  # one fresh key per test that needs one
 RATE_LIMIT_PER_MINUTE = 120
 AUTH_FAILURES_PER_MINUTE = 20  # the default, per client address
+HAPROXY_CLIENT_TIMEOUT_S = 5  # s: HAProxy cuts a client idle this long mid-request
 APP_ENV = {
     "REQUIRE_AUTH": "true",
     "API_KEYS": ",".join(TEST_KEYS),
@@ -79,11 +80,15 @@ def make_checkpoint(path: Path, version: str, seed: int, image_size: int = TEST_
 @pytest.fixture(scope="session")
 def ray_instance():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, loopback-only test instance
-    # The tuned serving settings (serving.env), with HAProxy files of this session's own.
+    # The tuned serving settings (serving.env): Serve's HAProxy front end (the binary bundled
+    # with ray[serve]), with files of this session's own in a private folder...
     os.environ.update(serving_env(Path(tempfile.mkdtemp(prefix="haproxy-tests-"))))
+    # ...and a shorter idle-client deadline than serving.env's 30 s, so the slow-client tests
+    # take seconds (HAPROXY_CLIENT_TIMEOUT_S)
+    os.environ["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] = str(HAPROXY_CLIENT_TIMEOUT_S)
     # Tests call handles synchronously from this driver, which needs Serve's router loop.
     os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
-    # a new instance even where `ray start` left one running (address="local")
+    # address="local": an instance of its own, even where `ray start` left a cluster running
     ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
     yield
     from ray import serve
@@ -125,9 +130,14 @@ def deploy(config: dict) -> None:
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(config)
-    client = serve_private_api.serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
-    )
+    options = {"http_options": schema.http_options.model_dump(),
+               "proxy_location": schema.proxy_location}  # fmt: skip
+    try:
+        client = serve_private_api.serve_start(**options)
+    except (ray.exceptions.ActorDiedError, TimeoutError):
+        # Serve gives its proxy (HAProxy's manager) a fixed 60 s to start; on two loaded cores
+        # it may need more, and the controller replaces it: connect again, wait below.
+        client = serve_private_api.serve_start(**options)
     # deploy_apps(_blocking=True) gives up after a fixed 60 s: too short on two cores shared
     # with other Ray instances (seen here: 35 s to build the app, replicas later still).
     client.deploy_apps(schema)

@@ -11,6 +11,8 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
+from bench.hostile import grey16_png, scan_bomb  # noqa: F401  (re-exported for tests)
+
 # (format, mode) pairs each encoder accepts as they are
 FORMAT_MODES = [
     ("JPEG", "RGB"),

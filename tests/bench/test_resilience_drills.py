@@ -15,6 +15,7 @@ from bench.drills import (
     shadow_faults,
     sustained_load,
 )
+from bench.hostile import hostile_uploads
 from bench.inputs import make_inputs
 from bench.serving import with_changes
 from tests.conftest import deploy, next_api_key
@@ -81,3 +82,17 @@ def test_memory_is_sampled_for_every_replica(target):
     verdict = memory_growth(target, SMOKE)
     assert verdict.figures["growth"]
     assert verdict.figures["peak_rss_mib"]["Classifier"] > 100
+
+
+def test_hostile_uploads_get_4xx_and_cost_no_5xx_or_replica(target):
+    """One short A/B round (its p99 ratio is too noisy at this size to judge: `make
+    resilience` judges it over three rounds of 600)."""
+    verdict = hostile_uploads(target, requests=64, rounds=1)
+    figures = verdict.figures
+    assert not figures["replaced"], verdict.line()
+    kinds = {key.split()[0] for key in figures["bomb_statuses"]}
+    assert kinds == {"scan_bomb", "png_bomb"}, verdict.line()
+    statuses = {int(key.split()[1]) for key in figures["bomb_statuses"]}
+    assert statuses <= {200, 413, 429}, verdict.line()  # 429: the drill's one key is limited
+    assert figures["slow_client_held_s"], verdict.line()
+    assert all(r["errors"] == 0 for r in figures["quiet"] + figures["attacked"]), verdict.line()

@@ -30,6 +30,9 @@ def test_plain_keys_are_kept_only_as_hashes():
         ({"REQUIRE_AUTH": "1"}, "REQUIRE_AUTH"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"MAX_FILE_BYTES": "0"}, "MAX_FILE_BYTES"),
+        ({"DECODE_WORKERS": "0"}, "DECODE_WORKERS"),
+        ({"DECODE_TIMEOUT_S": "soon"}, "DECODE_TIMEOUT_S"),
+        ({"DECODE_TIMEOUT_S": "-1"}, "DECODE_TIMEOUT_S"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(env, name):
@@ -65,3 +68,12 @@ def test_settings_are_frozen_and_typed():
     assert settings.model_uri is None
     with pytest.raises(ValidationError):
         settings.rate_limit_per_minute = 8
+
+
+def test_the_decode_pool_size_and_deadline_are_read():
+    settings = Settings.from_env({"DECODE_WORKERS": "3", "DECODE_TIMEOUT_S": "2.5"})
+    assert (settings.decode_workers, settings.decode_timeout_s) == (3, 2.5)
+    assert (Settings.from_env({}).decode_workers, Settings.from_env({}).decode_timeout_s) == (
+        2,
+        5.0,
+    )

@@ -1,0 +1,134 @@
+"""Bounded decoding for the deployments that decode uploads: a small pool of worker processes
+per replica, each decode with a deadline that really stops it.
+
+libjpeg, libpng and libwebp cannot be interrupted from Python, and a thread cannot be killed,
+so `common.image` runs in `pebble` worker processes: a decode past `DECODE_TIMEOUT_S` has its
+worker killed (and replaced) and the client gets 413 `too_costly`; a worker that dies on an
+upload (a crash, the OOM killer) gives the same answer, and the replica lives on. The pool's
+size (`DECODE_WORKERS`) is the number of concurrent decodes of the usual uploads in one
+replica; uploads over `LARGE_PIXELS` (read from the header) go to one more worker of their
+own, one at a time and at a lower CPU priority (`LARGE_NICENESS`, with a deadline
+`LARGE_TIMEOUT_FACTOR` times longer), so a stream of big images neither holds the usual
+photos' workers nor takes their cores. A replica's decode memory is at
+most `DECODE_WORKERS` + 1 times one upload's peak (about 4-9 bytes per decoded pixel for JPEG
+and PNG, 16 for WebP: docs/performance.md); further uploads wait their turn. The Ingress
+(`preprocess_in_ingress`), the Preprocessor and the Explainer's overlay use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+
+from pebble import ProcessExpired, ProcessPool
+from PIL import Image
+
+from common.image import (
+    ImageLimits,
+    ImageTooCostly,
+    PreparedImage,
+    declared_pixels,
+    decode_image,
+    prepare_frames,
+)
+from deployments.errors import ApiError
+
+__all__ = ["LARGE_PIXELS", "ImageDecoder", "overlay_photo"]
+
+LARGE_PIXELS = 16_000_000  # decoded pixels (all frames) from which an upload is a big one
+LARGE_NICENESS = 10  # the big uploads' worker yields the CPU to everything else in the replica
+LARGE_TIMEOUT_FACTOR = 3  # ...so its deadline is this many times DECODE_TIMEOUT_S
+
+_TASKS_PER_WORKER = 200  # a worker is replaced after this many decodes (returns freed memory)
+_CONTEXT = "forkserver"  # never fork a Ray worker (threads, gRPC); forkserver restarts fast
+_RETRY_AFTER_S = "2"
+_PRELOAD = ["deployments.decoding"]  # imported once by the fork server, not per worker
+
+
+def _start_worker(niceness: int) -> None:
+    """Worker initializer. pebble's own SIGTERM handler is Python, which waits for libjpeg to
+    return (pebble then waits 3 s more before SIGKILL); the default action stops it at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if niceness:
+        os.nice(niceness)
+
+
+def overlay_photo(data: bytes, limits: ImageLimits, max_side: int, frame: int) -> Image.Image:
+    """The upload's picture `frame`, upright RGB, at most `max_side` px on its longest side
+    (what the Explainer blends its heat map over)."""
+    photo = decode_image(data, limits, draft_size=max_side, frame=frame)
+    photo.thumbnail((max_side, max_side))
+    return photo
+
+
+class ImageDecoder:
+    """`common.image`'s decoders in `workers` processes, each call bounded by `timeout_s`.
+
+    The processes start on the first call, so a replica that never decodes has none."""
+
+    def __init__(self, workers: int, timeout_s: float) -> None:
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self._pools: dict[bool, ProcessPool] = {}  # by "is it a big upload"
+        self._lock = threading.Lock()
+
+    async def prepare_frames(
+        self, data: bytes, size: int, limits: ImageLimits
+    ) -> list[PreparedImage]:
+        """`common.image.prepare_frames` within the deadline."""
+        return await self._run(prepare_frames, data, size, limits)
+
+    async def overlay_photo(
+        self, data: bytes, limits: ImageLimits, max_side: int, frame: int
+    ) -> Image.Image:
+        """`overlay_photo` within the deadline."""
+        return await self._run(overlay_photo, data, limits, max_side, frame)
+
+    def close(self) -> None:
+        with self._lock:
+            for pool in self._pools.values():
+                pool.stop()
+                pool.join(timeout=5)
+            self._pools.clear()
+
+    async def _run(self, function, data: bytes, *args):
+        large = declared_pixels(data) > LARGE_PIXELS
+        timeout_s = self.timeout_s * (LARGE_TIMEOUT_FACTOR if large else 1)
+        try:
+            future = self._pool(large).schedule(function, args=(data, *args), timeout=timeout_s)
+            # cancelling (a client gone) cancels the task, and pebble kills a running one
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            self.close()  # the next call starts a new pool
+            raise ApiError(503, "unavailable", "the image decoder is restarting; retry shortly",
+                           {"Retry-After": _RETRY_AFTER_S}) from None  # fmt: skip
+        except FutureTimeout:
+            raise ImageTooCostly(
+                f"decoding the image took longer than {timeout_s:g} s; "
+                "send a smaller or simpler image"
+            ) from None
+        except ProcessExpired:
+            raise ImageTooCostly(
+                "decoding the image used more resources than a decoder may; "
+                "send a smaller or simpler image"
+            ) from None
+
+    def _pool(self, large: bool) -> ProcessPool:
+        with self._lock:
+            pool = self._pools.get(large)
+            if pool is None or not pool.active:
+                context = multiprocessing.get_context(_CONTEXT)
+                context.set_forkserver_preload(_PRELOAD)  # instead of the Ray worker's __main__
+                pool = self._pools[large] = ProcessPool(
+                    max_workers=1 if large else self.workers,
+                    max_tasks=_TASKS_PER_WORKER,
+                    initializer=_start_worker,
+                    initargs=(LARGE_NICENESS if large else 0,),
+                    context=context,
+                )
+            return pool

@@ -1,0 +1,123 @@
+"""The cost of one upload is bounded before and while it is decoded: scans counted from the
+markers, high bit depth scaled in integers, no full-size copies."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.image import (
+    ImageLimits,
+    ImageTooLarge,
+    decode_image,
+    jpeg_scan_count,
+    prepare_frames,
+    prepare_image,
+)
+from tests.images import crop, encode, grey16_png, mpo, scan_bomb
+
+SIZE = 32
+
+
+def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding():
+    bomb = scan_bomb(repeats=5000)
+    started = time.perf_counter()
+    with pytest.raises(ImageTooLarge, match="more than 100 scans; the limit is 100"):
+        prepare_frames(bomb, SIZE)
+    assert time.perf_counter() - started < 0.5  # decoding it takes ~16 s
+
+
+@pytest.mark.parametrize(
+    ("data", "scans"),
+    [
+        (encode(crop(0)), 1),  # baseline, three components interleaved
+        (encode(crop(0), progressive=True), 10),  # libjpeg's progressive script
+        (encode(crop(0).convert("L"), progressive=True), 6),
+        (scan_bomb(side=64, repeats=150), 160),
+        # an MPO's second picture (after the primary's EOI) is not counted
+        (mpo(crop(0), [crop(1, size=(48, 36))]), 1),
+    ],
+    ids=["baseline", "progressive", "progressive-grey", "bomb", "mpo"],
+)
+def test_scans_are_counted_from_the_markers(data, scans):
+    assert jpeg_scan_count(data) == scans
+
+
+def test_an_exif_thumbnail_does_not_count_as_scans():
+    thumbnail = encode(crop(1, size=(32, 24)), progressive=True)
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 40  # ImageDescription, so the thumbnail does not lead the segment
+    photo = encode(crop(0), exif=exif.tobytes() + thumbnail)
+    assert jpeg_scan_count(photo) == 1
+    assert prepare_image(photo, SIZE).pixels.shape == (3, SIZE, SIZE)
+
+
+def test_a_jpeg_with_100_scans_is_still_decoded():
+    assert prepare_image(scan_bomb(side=64, repeats=90), SIZE).pixels.shape == (3, SIZE, SIZE)
+
+
+def test_the_scan_limit_is_a_setting():
+    with pytest.raises(ImageTooLarge, match="more than 5 scans"):
+        prepare_image(encode(crop(0), progressive=True), SIZE, ImageLimits(max_scans=5))
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (2100, 1000)], ids=["one-strip", "three-strips"])
+def test_16_bit_grey_scales_exactly_like_the_float_formula(shape):
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 65536, size=shape).astype(np.uint16)
+    values[0, :3] = (0, 65535, 32896)
+    expected = np.clip(values.astype(np.float64) * (255.0 / 65535.0), 0, 255).round()
+    got = np.asarray(decode_image(encode(Image.fromarray(values), "PNG")))
+    assert got.shape == (*shape, 3) and got.dtype == np.uint8
+    assert np.array_equal(got[..., 0], expected.astype(np.uint8))
+    assert np.array_equal(got[..., 0], got[..., 2])
+
+
+def test_grey_pictures_are_resized_before_they_become_rgb_with_the_same_pixels():
+    grey = crop(0).convert("L")
+    prepared = prepare_image(encode(grey, "PNG"), SIZE)
+    via_rgb = np.asarray(grey.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+    assert np.array_equal(prepared.pixels.transpose(1, 2, 0), via_rgb)
+
+
+def test_transparent_pixels_become_white_as_with_alpha_compositing():
+    rgba = crop(0).convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, rgba.width).astype(np.uint8), (rgba.height, 1))
+    rgba.putalpha(Image.fromarray(alpha))
+    flat = np.asarray(decode_image(encode(rgba, "PNG")), dtype=np.int16)
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    reference = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.int16)
+    assert np.abs(flat - reference).max() <= 1  # rounding of the blend
+
+
+# One decode's peak memory beyond the interpreter's, in a fresh process (ru_maxrss), for a
+# 40 M pixel upload: bytes per decoded pixel (docs/performance.md). Before: 27 (16-bit PNG,
+# float64), 23 (RGBA PNG), 15 (WebP).
+_PEAK = """
+import resource, sys
+from common.image import prepare_frames
+data = sys.stdin.buffer.read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+prepare_frames(data, 32)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def _rgba_png() -> bytes:
+    return encode(Image.new("RGBA", (10_000, 4_000), (10, 200, 30, 128)), "PNG")
+
+
+@pytest.mark.parametrize(
+    ("make", "bytes_per_pixel"),
+    [(grey16_png, 4.5), (_rgba_png, 10)],
+    ids=["16-bit-grey-png", "rgba-png"],
+)
+def test_peak_memory_of_one_decode_is_a_small_multiple_of_its_pixels(make, bytes_per_pixel):
+    data = make()
+    peak = subprocess.run(
+        [sys.executable, "-c", _PEAK], input=data, capture_output=True, check=True
+    ).stdout
+    assert int(peak) / 40_000_000 < bytes_per_pixel

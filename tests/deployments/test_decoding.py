@@ -1,0 +1,77 @@
+"""The decode pool: a decode past its deadline is stopped (its worker killed, 413
+`too_costly`), the pool goes on decoding, and at most `workers` decodes run at once."""
+
+import asyncio
+import time
+
+import pytest
+
+from common.image import ImageLimits, ImageTooCostly, prepare_image
+from deployments.decoding import ImageDecoder
+from tests.images import crop, grey16_png, image_bytes, scan_bomb
+
+SIZE = 32
+UNBOUNDED_SCANS = ImageLimits(max_scans=1_000_000)  # so the bomb reaches the decoder
+
+
+@pytest.fixture
+def decoder():
+    decoder = ImageDecoder(workers=2, timeout_s=1.0)
+    asyncio.run(decoder.prepare_frames(image_bytes(0), SIZE, ImageLimits()))  # workers started
+    yield decoder
+    decoder.close()
+
+
+def test_a_decode_past_its_deadline_is_stopped_and_the_pool_keeps_working(decoder):
+    async def run():
+        started = time.perf_counter()
+        with pytest.raises(ImageTooCostly, match="longer than 1 s") as refused:
+            await decoder.prepare_frames(scan_bomb(), SIZE, UNBOUNDED_SCANS)  # ~16 s of CPU
+        stopped_after = time.perf_counter() - started
+        frames = await decoder.prepare_frames(image_bytes(1), SIZE, ImageLimits())
+        return refused.value, stopped_after, frames
+
+    error, stopped_after, frames = asyncio.run(run())
+    assert (error.status_code, error.kind) == (413, "too_costly")
+    assert stopped_after < 2.5
+    assert frames[0].pixels.shape == (3, SIZE, SIZE)
+
+
+def test_decodes_beyond_the_pool_size_wait_and_each_gets_the_same_pixels(decoder):
+    data = [image_bytes(i) for i in range(6)]
+
+    async def run():
+        return await asyncio.gather(*(decoder.prepare_frames(d, SIZE, ImageLimits()) for d in data))
+
+    results = asyncio.run(run())
+    for d, frames in zip(data, results, strict=True):
+        assert (frames[0].pixels == prepare_image(d, SIZE).pixels).all()
+
+
+def test_the_overlay_photo_is_decoded_small_in_a_worker(decoder):
+    photo = asyncio.run(decoder.overlay_photo(image_bytes(0), ImageLimits(), 48, 0))
+    assert (photo.mode, max(photo.size)) == ("RGB", 48)
+    assert photo.size == (48, 36) and crop(0).size == (96, 72)
+
+
+def test_big_uploads_leave_a_worker_to_the_usual_photos():
+    """Two 40 M pixel uploads and a small photo at once: the big ones take one worker in turn,
+    so the photo is decoded before either big one is done."""
+    big, finished = grey16_png(), []
+    decoder = ImageDecoder(workers=2, timeout_s=60.0)
+
+    async def decode(name: str, data: bytes) -> None:
+        await decoder.prepare_frames(data, SIZE, ImageLimits())
+        finished.append(name)
+
+    async def run():
+        await asyncio.gather(
+            decode("big-1", big), decode("big-2", big), decode("photo", image_bytes(2))
+        )
+
+    try:
+        asyncio.run(decoder.prepare_frames(image_bytes(0), SIZE, ImageLimits()))  # started
+        asyncio.run(run())
+    finally:
+        decoder.close()
+    assert finished[0] == "photo", finished
