@@ -15,7 +15,7 @@ from __future__ import annotations
 from ray import serve
 
 from common.image import ImageLimits, PreparedImage
-from common.settings import Settings
+from common.settings import get_settings
 from deployments.decoding import ImageDecoder
 
 __all__ = ["Preprocessor"]
@@ -24,7 +24,7 @@ __all__ = ["Preprocessor"]
 @serve.deployment
 class Preprocessor:
     def __init__(self) -> None:
-        settings = Settings.from_env()
+        settings = get_settings()
         self._decoder = ImageDecoder(settings.decode_workers, settings.decode_timeout_s)
 
     async def __call__(
