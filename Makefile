@@ -113,7 +113,7 @@ CHECKOV_VERSION := 3.3.30
 
 .PHONY: k8s-manifests check-deploy deploy-tools
 
-# k8s/rayservice.yaml embeds serve_config.yaml + k8s/serve-overlay.yaml; tests/deploy fail
+# k8s/rayservice.yaml embeds serve_config.yaml + k8s/templates/serve-overlay.yaml; tests/deploy fail
 # while it is stale, so run this after changing either.
 k8s-manifests: | $(VENV)/.installed-dev
 	$(BIN)/python k8s/generate.py

@@ -33,6 +33,7 @@ EXAMPLE_ENV = {
     "BUCKET": "ppd-example-123-ppd",
     "MODEL_URI": "gs://ppd-example-123-ppd/models/train-20260101-000000/model.safetensors",
     "SHADOW_MODEL_URI": "gs://ppd-example-123-ppd/models/sweep-20260102-000000/model.safetensors",
+    "SHADOW_FRACTION": "0.1",
     "RUN_NAME": "train-20260101-000000",
     "DOMAIN": "ppd.example.com",
 }
