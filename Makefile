@@ -118,10 +118,13 @@ CHECKOV_VERSION := 3.3.30
 k8s-manifests: | $(VENV)/.installed-dev
 	$(BIN)/python k8s/generate.py
 
-# checkov pins packaging and networkx below what Ray and torch use: it gets a venv of its own.
+# checkov pins packaging and networkx below what Ray and torch use: it gets a venv of its own,
+# with cel-python, which evaluates the Workload Identity condition (tests/deploy).
+CEL_PYTHON_VERSION := 0.5.0
 $(TOOLS_VENV)/bin/checkov:
 	$(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION) \
+		cel-python==$(CEL_PYTHON_VERSION)
 
 deploy-tools: $(TOOLS_VENV)/bin/checkov
 

@@ -102,6 +102,15 @@ variable "github_repository" {
   type        = string
 }
 
+variable "github_repository_owner_id" {
+  description = "Numeric id of the repository's owner (gh api repos/OWNER/REPO --jq .owner.id): a deleted and re-created account of the same name has another."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9]+$", var.github_repository_owner_id))
+    error_message = "github_repository_owner_id is the owner's numeric id, not its name."
+  }
+}
+
 variable "billing_account_id" {
   description = "Billing account ID (XXXXXX-XXXXXX-XXXXXX) the budget is set on."
   type        = string
