@@ -36,8 +36,8 @@ answers = {}
 for name, claims in request["claims"].items():
     try:
         result = program.evaluate({"assertion": celpy.json_to_cel(claims)})
-        answers[name] = result is True or (isinstance(result, celpy.celtypes.BoolType) and bool(result))
-    except Exception as error:  # an evaluation error refuses the token
+        answers[name] = isinstance(result, celpy.celtypes.BoolType) and bool(result)
+    except Exception:  # an evaluation error refuses the token
         answers[name] = False
 print(json.dumps(answers))
 """
@@ -124,8 +124,8 @@ def authenticating_jobs() -> dict[str, dict[str, Any]]:
     found = {}
     for name, workflow in workflows.items():
         for job_id, job in workflow["jobs"].items():
-            steps = job.get("steps", [])
-            if not any(str(s.get("uses", "")).startswith("google-github-actions/auth") for s in steps):
+            uses = [str(step.get("uses", "")) for step in job.get("steps", [])]
+            if not any(u.startswith("google-github-actions/auth") for u in uses):
                 continue
             runs = []
             for trigger in _triggers(workflow):
