@@ -18,8 +18,8 @@
 #   k8s/release.sh clear-shadow     stop mirroring (fraction SHADOW_FRACTION_IDLE); apply
 #   k8s/release.sh apply            render k8s/rayservice.yaml from the record and apply it
 #
-# Needs BUCKET, PROJECT_ID and REGION in the environment, gcloud and kubectl logged in, and
-# envsubst. Model and fraction changes only touch serveConfigV2 user_config, so KubeRay
+# Needs BUCKET, PROJECT_ID, REGION and REDIS_HOST in the environment, gcloud and kubectl logged in,
+# and envsubst. Model and fraction changes only touch serveConfigV2 user_config, so KubeRay
 # applies them in place: replicas load the new checkpoint, then switch (no restart, no
 # dropped request). With no shadow model recorded, the fraction applied is always the idle one.
 set -euo pipefail
@@ -28,6 +28,7 @@ cd "$(dirname "$0")/.."
 : "${BUCKET:?set BUCKET (terraform output -raw bucket_name)}"
 : "${PROJECT_ID:?set PROJECT_ID}"
 : "${REGION:?set REGION}"
+: "${REDIS_HOST:?set REDIS_HOST (terraform output -raw redis_host): the GCS store}"
 RECORD="gs://${BUCKET}/releases"
 SHADOW_FRACTION_DEFAULT=${SHADOW_FRACTION_DEFAULT:-0.1}  # `shadow URI` without a FRACTION
 SHADOW_FRACTION_IDLE=${SHADOW_FRACTION_IDLE:-0.0}  # no shadow, or after promote / rollback

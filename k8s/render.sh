@@ -7,7 +7,7 @@
 set -euo pipefail
 
 PLACEHOLDERS=(PROJECT_ID REGION IMAGE_TAG BUCKET MODEL_URI SHADOW_MODEL_URI SHADOW_FRACTION RUN_NAME
-  DOMAIN)
+  DOMAIN REDIS_HOST)
 
 if [[ $# -ne 1 || ! -f $1 ]]; then
   echo "usage: k8s/render.sh MANIFEST" >&2

@@ -140,3 +140,33 @@ variable "labels" {
     app = "product-photo-detector"
   }
 }
+
+variable "redis_memory_gb" {
+  description = "Size of the Memorystore Redis that keeps the Ray GCS's state (1 GB is the smallest)."
+  type        = number
+  default     = 1
+}
+
+variable "binauthz_enforcement_mode" {
+  description = "Binary Authorization: ENFORCED_BLOCK_AND_AUDIT_LOG refuses unlisted images, DRYRUN_AUDIT_LOG_ONLY only logs them."
+  type        = string
+  default     = "ENFORCED_BLOCK_AND_AUDIT_LOG"
+  validation {
+    condition     = contains(["ENFORCED_BLOCK_AND_AUDIT_LOG", "DRYRUN_AUDIT_LOG_ONLY"], var.binauthz_enforcement_mode)
+    error_message = "binauthz_enforcement_mode is ENFORCED_BLOCK_AND_AUDIT_LOG or DRYRUN_AUDIT_LOG_ONLY."
+  }
+}
+
+variable "binauthz_allowed_images" {
+  description = "Image name patterns admitted besides this project's ppd repository: the KubeRay operator and kube-prometheus-stack."
+  type        = list(string)
+  default = [
+    "quay.io/kuberay/*",
+    "quay.io/prometheus/*",
+    "quay.io/prometheus-operator/*",
+    "quay.io/kiwigrid/*",
+    "docker.io/grafana/*",
+    "registry.k8s.io/kube-state-metrics/*",
+    "registry.k8s.io/ingress-nginx/kube-webhook-certgen*",
+  ]
+}

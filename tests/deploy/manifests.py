@@ -36,11 +36,13 @@ EXAMPLE_ENV = {
     "SHADOW_FRACTION": "0.1",
     "RUN_NAME": "train-20260101-000000",
     "DOMAIN": "ppd.example.com",
+    "REDIS_HOST": "10.40.0.3",
 }
 
 # The manifests applied to the cluster, each rendered and checked.
 MANIFESTS = (
     "k8s/namespace.yaml",
+    "k8s/policies.yaml",
     "k8s/rayservice.yaml",
     "k8s/rayjob-train.yaml",
     "k8s/rayjob-sweep.yaml",

@@ -60,7 +60,7 @@ def release(tmp_path):
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "FAKE_GCS": str(gcs),
         "FAKE_APPLIED": str(applied),
-        **{k: EXAMPLE_ENV[k] for k in ("BUCKET", "PROJECT_ID", "REGION")},
+        **{k: EXAMPLE_ENV[k] for k in ("BUCKET", "PROJECT_ID", "REGION", "REDIS_HOST")},
     }
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
