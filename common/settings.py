@@ -47,7 +47,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        hashes = {h.lower() for h in _csv(env, "API_KEY_HASHES")}
+        hashes = {h.lower() for h in _csv(env, "API_KEY_HASHES") + _hashes_file(env)}
         bad = sorted(
             h for h in hashes if len(h) != 64 or any(c not in "0123456789abcdef" for c in h)
         )
@@ -81,6 +81,24 @@ class Settings:
             max_batch_files=_int(env, "MAX_BATCH_FILES", 10, minimum=1),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 50 * 1024 * 1024, minimum=1),
         )
+
+
+def _hashes_file(env: Mapping[str, str]) -> list[str]:
+    """The digests in the file API_KEY_HASHES_FILE names (a mounted Secret): one a line, blank
+    lines and `#` comments skipped. Read at start-up like the other settings; a changed Secret
+    takes effect when the replicas restart."""
+    path = env.get("API_KEY_HASHES_FILE", "").strip()
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError as error:
+        raise SettingsError(f"API_KEY_HASHES_FILE cannot be read: {error.strerror}") from None
+    digests = [line.strip().lower() for line in lines if line.strip() and line.strip()[0] != "#"]
+    if any(len(d) != 64 or any(c not in "0123456789abcdef" for c in d) for d in digests):
+        raise SettingsError("API_KEY_HASHES_FILE must hold hex SHA-256 digests, one a line")
+    return digests
 
 
 def _csv(env: Mapping[str, str], key: str) -> list[str]:
