@@ -117,9 +117,9 @@ variable "billing_account_id" {
 }
 
 variable "budget_amount" {
-  description = "Monthly budget in the billing account's currency; alerts go out at 50, 80 and 100 %."
+  description = "Monthly budget in the billing account's currency; alerts at 90, 100 and 120 % of spend and 100 % of the forecast. The default sizes cost about 1,240 USD a month at list price at rest (docs/capacity.md)."
   type        = number
-  default     = 500
+  default     = 1600
 }
 
 variable "budget_alert_email" {
