@@ -116,6 +116,14 @@ resource "google_container_node_pool" "cpu" {
     auto_upgrade = true
   }
 
+  # Node upgrades add a new node before draining an old one, one at a time, and the drain
+  # respects k8s/policies.yaml's budget: one serving CPU worker down at most, never both.
+  upgrade_settings {
+    strategy        = "SURGE"
+    max_surge       = 1
+    max_unavailable = 0
+  }
+
   node_config {
     machine_type    = var.cpu_machine_type
     image_type      = local.node_config_common.image_type
