@@ -111,7 +111,7 @@ observe-stop:
 TOOLS_VENV := .venv-tools
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: k8s-manifests check-deploy deploy-tools
+.PHONY: k8s-manifests check-deploy check-gke-config deploy-tools
 
 # k8s/rayservice.yaml embeds serve_config.yaml + k8s/templates/serve-overlay.yaml; tests/deploy fail
 # while it is stale, so run this after changing either.
@@ -134,3 +134,8 @@ check-deploy: deploy-tools | $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/deploy
 
 test: deploy-tools
+
+# k8s/rayservice.yaml's serve config, rendered, from the built wheel on a two-node local Ray
+# cluster (tests/deploy/test_gke_config_two_nodes.py): heavy, so apart from check-deploy.
+check-gke-config: | $(VENV)/.installed-dev
+	PPD_TWO_NODE_CLUSTER=1 $(BIN)/python -m pytest tests/deploy/test_gke_config_two_nodes.py -s

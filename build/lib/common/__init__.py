@@ -1,0 +1,1 @@
+"""Code every side shares: model, checkpoints, images, decision rules, settings (no Ray Serve)."""

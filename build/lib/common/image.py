@@ -1,0 +1,303 @@
+"""The one image path: bytes -> recognised, checked, decoded, upright RGB -> model-sized uint8.
+
+Serving (the Preprocessor), training, evaluation and the demo data set all go through these
+functions; training only adds augmentation on top of `resize_for_model`. Formats are recognised
+by their leading bytes, and sizes, frame counts and the pixels to decode are checked from the
+header before any pixel is decoded. A multi-picture JPEG (MPO) is its primary picture; an
+animated PNG or WebP gives up to `ImageLimits.judged_frames` frames, sampled evenly.
+Truncated or damaged data is refused (`CorruptImage`), never decoded in part.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "CorruptImage",
+    "ImageError",
+    "ImageLimits",
+    "ImageTooLarge",
+    "ImageTooSmall",
+    "PreparedImage",
+    "UnsupportedImageFormat",
+    "decode_image",
+    "judged_frame_indices",
+    "prepare_frames",
+    "prepare_image",
+    "resize_for_model",
+    "resize_pixels",
+    "sniff_format",
+]
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
+_RESAMPLE = Image.Resampling.BILINEAR
+_ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels become white, as on a product page
+_SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)  # Pillow's "cannot read"
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")  # `<_io.BytesIO object at 0x7f…>`
+_MAX_REASON_CHARS = 200
+
+
+class ImageError(ValueError):
+    """An upload that cannot be used; `status_code` and `kind` say how the API reports it."""
+
+    status_code = 400
+    kind = "bad_image"
+
+
+class CorruptImage(ImageError):
+    kind = "corrupt"
+
+
+class ImageTooSmall(ImageError):
+    kind = "too_small"
+
+
+class ImageTooLarge(ImageError):
+    status_code = 413
+    kind = "too_large"
+
+
+class UnsupportedImageFormat(ImageError):
+    status_code = 415
+    kind = "unsupported_format"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an upload may be; defaults are the HTTP contract's."""
+
+    max_bytes: int = 10 * 1024 * 1024  # one file, bytes
+    min_side: int = 16  # px
+    max_side: int = 10_000  # px
+    # Pixels decoded for one upload (decompression-bomb guard): width x height for a still
+    # image, frames x width x height for an animation (reaching frame k decodes every frame
+    # before it, so judging the last frame decodes them all).
+    max_pixels: int = 40_000_000
+    max_frames: int = 100  # frames an animated PNG/WebP may hold (from its header)
+    judged_frames: int = 8  # frames of an animation judged, evenly spaced, first and last in
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """What the Preprocessor hands the models: `pixels` is uint8 CHW at the model's side."""
+
+    pixels: np.ndarray
+    width: int  # of the upright upload, px
+    height: int
+    format: str
+    num_bytes: int
+    frame: int = 0  # index of this picture in the file: 0 for a still image, MPO or first frame
+
+
+def sniff_format(data: bytes) -> str:
+    """The format named by the file's leading bytes; the name and content type are ignored."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    raise UnsupportedImageFormat("unsupported image format: send a JPEG, PNG or WebP file")
+
+
+def decode_image(
+    data: bytes, limits: ImageLimits = ImageLimits(), draft_size: int | None = None, frame: int = 0
+) -> Image.Image:
+    """Check and decode an upload into an upright RGB image: a still image, the primary picture
+    of a multi-picture JPEG, or frame `frame` of an animation.
+
+    `draft_size` lets JPEG decoding downscale cheaply (by 1/2, 1/4, 1/8) while keeping the
+    short side at least that large.
+    """
+    image, fmt, frames = _open(data, limits)
+    if not 0 <= frame < frames:
+        raise ValueError(f"frame {frame} is not in an image of {frames} frame(s)")
+    if draft_size and fmt == "JPEG":
+        image.draft(None, _draft_target(image.size, draft_size))
+    return next(_pictures(image, fmt, [frame], limits))[1]
+
+
+def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
+    """Resize the whole image to `size` x `size` and return uint8 CHW (contiguous)."""
+    resized = image.resize((size, size), _RESAMPLE)
+    return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def prepare_frames(
+    data: bytes, size: int, limits: ImageLimits = ImageLimits()
+) -> list[PreparedImage]:
+    """Bytes in, model-ready uint8 pixels of every picture to judge out: one for a still image
+    or a multi-picture JPEG, up to `limits.judged_frames` for an animation. The whole serving
+    preprocessing."""
+    return _prepare(data, size, limits, first_only=False)
+
+
+def prepare_image(data: bytes, size: int, limits: ImageLimits = ImageLimits()) -> PreparedImage:
+    """The first picture of `prepare_frames` (the only one of a still image)."""
+    return _prepare(data, size, limits, first_only=True)[0]
+
+
+def judged_frame_indices(frames: int, judged_frames: int) -> list[int]:
+    """Which frames of an animation are judged: all when there are at most `judged_frames`,
+    else that many evenly spaced, the first and the last included."""
+    judged = min(frames, judged_frames)
+    if judged <= 1:
+        return [0]
+    return [i * (frames - 1) // (judged - 1) for i in range(judged)]
+
+
+def _prepare(data: bytes, size: int, limits: ImageLimits, first_only: bool) -> list[PreparedImage]:
+    image, fmt, frames = _open(data, limits)
+    width, height = _upright_size(image)
+    if fmt == "JPEG":
+        image.draft(None, _draft_target(image.size, size))
+    indices = [0] if first_only else judged_frame_indices(frames, limits.judged_frames)
+    return [
+        PreparedImage(resize_for_model(picture, size), width, height, fmt, len(data), index)
+        for index, picture in _pictures(image, fmt, indices, limits)
+    ]
+
+
+def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, str, int]:
+    """The opened (not yet decoded) image, its format and its number of frames, once the
+    header has passed every limit and a PNG's chunks are whole."""
+    if not data:
+        raise CorruptImage("the file is empty")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"the file is {len(data)} bytes; the limit is {limits.max_bytes}")
+    fmt = sniff_format(data)
+    try:
+        image = Image.open(io.BytesIO(data), formats=[fmt])
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(_too_many_pixels(limits)) from None
+    except (UnidentifiedImageError, *_READ_ERRORS) as exc:
+        raise CorruptImage(f"the {fmt} file cannot be read: {_reason(exc, fmt)}") from None
+    # A JPEG's extra pictures (MPO: HDR gain map, preview) are never read: the primary is judged.
+    frames = 1 if fmt == "JPEG" else getattr(image, "n_frames", 1)
+    _check_dimensions(image.size, frames, limits)
+    if fmt == "PNG":
+        _verify_png(data)
+    return image, fmt, frames
+
+
+def _verify_png(data: bytes) -> None:
+    """Every chunk from the image data to IEND present with a good CRC: Pillow alone decodes a
+    PNG cut short after its pixel data, or damaged in a later frame's, without complaint."""
+    try:
+        Image.open(io.BytesIO(data), formats=["PNG"]).verify()
+    except _READ_ERRORS as exc:
+        raise CorruptImage(f"the PNG file is truncated or damaged: {_reason(exc, 'PNG')}") from None
+
+
+def _pictures(
+    image: Image.Image, fmt: str, indices: list[int], limits: ImageLimits
+) -> Iterator[tuple[int, Image.Image]]:
+    """(index, upright RGB picture) for each frame index, in increasing order."""
+    for index in indices:
+        try:
+            if index:
+                image.seek(index)  # decodes (composites) every frame up to this one
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image.load()
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ImageTooLarge(_too_many_pixels(limits)) from None
+        except _READ_ERRORS as exc:
+            where = f"frame {index} of the {fmt} file" if index else f"the {fmt} file"
+            raise CorruptImage(f"{where} is truncated or damaged: {_reason(exc, fmt)}") from None
+        yield index, _to_rgb(_upright(image))
+
+
+def _check_dimensions(size: tuple[int, int], frames: int, limits: ImageLimits) -> None:
+    width, height = size
+    if min(width, height) < limits.min_side:
+        raise ImageTooSmall(
+            f"the image is {width}x{height} px; each side must be at least {limits.min_side} px"
+        )
+    if max(width, height) > limits.max_side:
+        raise ImageTooLarge(
+            f"the image is {width}x{height} px; each side must be at most {limits.max_side} px"
+        )
+    if frames > limits.max_frames:
+        raise ImageTooLarge(f"the animation has {frames} frames; the limit is {limits.max_frames}")
+    pixels = frames * width * height
+    if pixels > limits.max_pixels:
+        if frames > 1:
+            what = f"the animation has {frames} frames of {width}x{height} px, {pixels} pixels"
+        else:
+            what = f"the image has {pixels} pixels"
+        raise ImageTooLarge(f"{what} to decode; the limit is {limits.max_pixels}")
+
+
+def _reason(exc: BaseException, fmt: str) -> str:
+    """Pillow's complaint as a plain phrase for the client: no object reprs with heap
+    addresses, bounded length."""
+    if isinstance(exc, UnidentifiedImageError):
+        return f"its content is not a valid {fmt} image"
+    reason = " ".join(_OBJECT_REPR.sub("the upload", str(exc)).split()).rstrip(".")
+    if len(reason) > _MAX_REASON_CHARS:
+        reason = reason[: _MAX_REASON_CHARS - 1] + "…"
+    return reason or "its content is malformed"
+
+
+def _too_many_pixels(limits: ImageLimits) -> str:
+    # Pillow's own message names its internal limit; the contract's limit is ours.
+    return f"the image is over the {limits.max_pixels}-pixel limit"
+
+
+def _draft_target(size: tuple[int, int], draft_size: int) -> tuple[int, int]:
+    # draft() keeps each side >= the request; ask for the short side to stay >= draft_size.
+    width, height = size
+    scale = draft_size / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError):
+        return image  # unreadable EXIF: keep the pixels as stored rather than refuse the photo
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError):
+        orientation = 1
+    width, height = image.size
+    return (height, width) if orientation in _SIDEWAYS_ORIENTATIONS else (width, height)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _high_bit_depth_to_rgb(image)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+    scaled = np.clip(values * (255.0 / peak), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(scaled).convert("RGB")  # uint8 2-D -> L
+
+
+def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 CHW pixels to `size` x `size` (only when a model swap changes the side)."""
+    return resize_for_model(Image.fromarray(pixels.transpose(1, 2, 0)), size)

@@ -1,0 +1,1 @@
+"""The Ray Serve application: one module per deployment, wired together in `app.py`."""
