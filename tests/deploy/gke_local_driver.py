@@ -17,6 +17,7 @@ import base64
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import httpx
@@ -39,14 +40,23 @@ def _shadow_comparisons(metrics_text: str) -> float:
 def main(config_path: str, images_path: str, result_path: str, api_key: str) -> None:
     config = json.loads(Path(config_path).read_text())
     images = [base64.b64decode(i) for i in json.loads(Path(images_path).read_text())]
-    started = time.monotonic()
     cluster = Cluster(
         initialize_head=True,
         connect=True,
         head_node_args={"num_cpus": 4, "include_dashboard": False},
     )
-    cluster.add_node(num_cpus=4, num_gpus=1)
-    cluster.wait_for_nodes()
+    try:
+        cluster.add_node(num_cpus=4, num_gpus=1)
+        cluster.wait_for_nodes()
+        result = _run(config, images, api_key)
+    except Exception:  # the first failure, before the teardown's noise buries it
+        result = {"error": traceback.format_exc()}
+    Path(result_path).write_text(json.dumps(result))
+    cluster.shutdown()
+
+
+def _run(config: dict, images: list[bytes], api_key: str) -> dict:
+    started = time.monotonic()
     schema = ServeDeploySchema.model_validate(config)
     client = serve_private_api.serve_start(
         http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
@@ -87,8 +97,7 @@ def main(config_path: str, images_path: str, result_path: str, api_key: str) -> 
             after = _shadow_comparisons(http.get("/metrics").text)
         result["shadow_comparisons"] = after - before
     result["total_s"] = time.monotonic() - started
-    Path(result_path).write_text(json.dumps(result))
-    cluster.shutdown()
+    return result
 
 
 if __name__ == "__main__":
