@@ -6,9 +6,11 @@ folder outside the source tree, with PYTHONPATH naming the installed wheel:
 
     python gke_local_driver.py CONFIG.json IMAGES.json RESULT.json API_KEY
 
-The head node has 4 CPUs; the worker node 4 CPUs and one (logical) GPU, so the GPU requests of
-the GKE overlay (Classifier 0.5, Shadow 0.25, Explainer 0.25) are met as written; torch finds no
-CUDA device and runs on the CPU.
+The two nodes stand for the cluster's groups: the head node takes the CPU workers' part (6
+CPUs: the two `cpu` pods' 3 each; the GKE head itself runs nothing), the worker node is the
+`t4` group (6 CPUs and one logical GPU, as a T4 pod declares), so the GPU requests of the GKE
+overlay (Classifier 0.5, Shadow 0.25, Explainer 0.25) are met as written and Serve's spreading
+finds the room it finds on GKE. torch sees no CUDA device here and runs on the CPU.
 """
 
 from __future__ import annotations
@@ -43,16 +45,17 @@ def main(config_path: str, images_path: str, result_path: str, api_key: str) -> 
     cluster = Cluster(
         initialize_head=True,
         connect=True,
-        head_node_args={"num_cpus": 4, "include_dashboard": False},
+        head_node_args={"num_cpus": 6, "include_dashboard": False},
     )
     try:
-        cluster.add_node(num_cpus=4, num_gpus=1)
+        cluster.add_node(num_cpus=6, num_gpus=1)
         cluster.wait_for_nodes()
         result = _run(config, images, api_key)
     except Exception:  # the first failure, before the teardown's noise buries it
         result = {"error": traceback.format_exc()}
+    finally:
+        cluster.shutdown()
     Path(result_path).write_text(json.dumps(result))
-    cluster.shutdown()
 
 
 def _run(config: dict, images: list[bytes], api_key: str) -> dict:
