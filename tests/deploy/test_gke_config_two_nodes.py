@@ -32,6 +32,7 @@ from tests.images import image_bytes
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.serve,
+    pytest.mark.timeout(1800),  # beyond the suite's 600 s: a cluster, a wheel, eight deployments
     pytest.mark.skipif(
         os.environ.get("PPD_TWO_NODE_CLUSTER") != "1",
         reason="heavy: a two-node Ray cluster; run with `make check-gke-config`",
