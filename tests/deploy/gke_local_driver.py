@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 
 import httpx
+import ray
 from ray.cluster_utils import Cluster
 from ray.serve._private import api as serve_private_api
 from ray.serve.schema import ServeDeploySchema
@@ -54,6 +55,7 @@ def main(config_path: str, images_path: str, result_path: str, api_key: str) -> 
     except Exception:  # the first failure, before the teardown's noise buries it
         result = {"error": traceback.format_exc()}
     finally:
+        ray.shutdown()  # the driver leaves first: the cluster refuses to remove its node
         cluster.shutdown()
     Path(result_path).write_text(json.dumps(result))
 
