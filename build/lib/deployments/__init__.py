@@ -1,1 +1,0 @@
-"""The Ray Serve application: one module per deployment, wired together in `app.py`."""

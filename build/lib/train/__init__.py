@@ -1,1 +1,0 @@
-"""Training: data sources, the Ray Train loop and its driver, evaluation and export."""

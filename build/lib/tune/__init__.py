@@ -1,1 +1,0 @@
-"""Ray Tune sweeps over the `train/` driver (issue: training at scale)."""
