@@ -24,7 +24,7 @@ def _source_copy(destination: Path) -> Path:
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
     ).stdout.splitlines()  # fmt: skip
     for name in listed:
-        if (ROOT / name).is_file():
+        if not name.startswith(("build/", "dist/")) and (ROOT / name).is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, destination / name)
     return destination
