@@ -118,17 +118,20 @@ observe-stop:
 TOOLS_VENV := .venv-tools
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: k8s-manifests check-deploy deploy-tools
+.PHONY: k8s-manifests check-deploy check-gke-config deploy-tools
 
-# k8s/rayservice.yaml embeds serve_config.yaml + k8s/serve-overlay.yaml; tests/deploy fail
+# k8s/rayservice.yaml embeds serve_config.yaml + k8s/templates/serve-overlay.yaml; tests/deploy fail
 # while it is stale, so run this after changing either.
 k8s-manifests: | $(VENV)/.installed-dev
 	$(BIN)/python k8s/generate.py
 
-# checkov pins packaging and networkx below what Ray and torch use: it gets a venv of its own.
+# checkov pins packaging and networkx below what Ray and torch use: it gets a venv of its own,
+# with cel-python, which evaluates the Workload Identity condition (tests/deploy).
+CEL_PYTHON_VERSION := 0.5.0
 $(TOOLS_VENV)/bin/checkov:
 	$(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION) \
+		cel-python==$(CEL_PYTHON_VERSION)
 
 deploy-tools: $(TOOLS_VENV)/bin/checkov
 
@@ -138,3 +141,8 @@ check-deploy: deploy-tools | $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/deploy
 
 test: deploy-tools
+
+# k8s/rayservice.yaml's serve config, rendered, from the built wheel on a two-node local Ray
+# cluster (tests/deploy/test_gke_config_two_nodes.py): heavy, so apart from check-deploy.
+check-gke-config: | $(VENV)/.installed-dev
+	PPD_TWO_NODE_CLUSTER=1 $(BIN)/python -m pytest tests/deploy/test_gke_config_two_nodes.py -s

@@ -98,10 +98,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _keys(self) -> Settings:
         hashes = {h.lower() for h in self.api_key_hashes}
-        if self.api_key_hashes_file is not None:
-            hashes |= _digests_in(self.api_key_hashes_file)
         if any(len(h) != 64 or not set(h) <= _HEX for h in hashes):
             raise ValueError("API_KEY_HASHES must hold hex SHA-256 digests (64 hex characters)")
+        if self.api_key_hashes_file is not None:
+            in_file = _digests_in(self.api_key_hashes_file)
+            if any(len(h) != 64 or not set(h) <= _HEX for h in in_file):
+                raise ValueError("API_KEY_HASHES_FILE must hold hex SHA-256 digests, one a line")
+            hashes |= in_file
         hashes |= {hash_api_key(k) for k in self.api_keys}
         if self.require_auth and not hashes:
             raise ValueError("REQUIRE_AUTH is on but no API key is configured (API_KEYS, "

@@ -6,7 +6,8 @@
 # SHADOW_MODEL_URI may be set and empty: the Shadow then has no model and mirrors nothing.
 set -euo pipefail
 
-PLACEHOLDERS=(PROJECT_ID REGION IMAGE_TAG BUCKET MODEL_URI SHADOW_MODEL_URI RUN_NAME DOMAIN)
+PLACEHOLDERS=(PROJECT_ID REGION IMAGE_TAG BUCKET MODEL_URI SHADOW_MODEL_URI SHADOW_FRACTION RUN_NAME
+  DOMAIN REDIS_HOST)
 
 if [[ $# -ne 1 || ! -f $1 ]]; then
   echo "usage: k8s/render.sh MANIFEST" >&2

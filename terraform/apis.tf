@@ -3,6 +3,7 @@ locals {
   services = [
     "artifactregistry.googleapis.com",
     "billingbudgets.googleapis.com",
+    "binaryauthorization.googleapis.com",
     "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",
     "container.googleapis.com",
@@ -10,6 +11,7 @@ locals {
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",
     "monitoring.googleapis.com",
+    "redis.googleapis.com",
     "serviceusage.googleapis.com",
     "storage.googleapis.com",
     "sts.googleapis.com",

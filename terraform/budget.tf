@@ -1,5 +1,7 @@
-# A monthly budget on the project with e-mail alerts at 50, 80 and 100 % of actual spend
-# (and at 100 % of the forecast), so a T4 node pool left scaled up is noticed.
+# A monthly budget on the project with e-mail alerts at 90, 100 and 120 % of actual spend (and
+# at 100 % of the forecast). The default budget sits above what the cluster costs at rest
+# (docs/capacity.md, "Default sizes"), so a normal month sends nothing and a T4 node pool left
+# scaled up, or training runs piling up, is noticed.
 resource "google_monitoring_notification_channel" "budget_email" {
   display_name = "ppd budget alerts"
   type         = "email"
@@ -24,13 +26,13 @@ resource "google_billing_budget" "ppd" {
   }
 
   threshold_rules {
-    threshold_percent = 0.5
-  }
-  threshold_rules {
-    threshold_percent = 0.8
+    threshold_percent = 0.9
   }
   threshold_rules {
     threshold_percent = 1.0
+  }
+  threshold_rules {
+    threshold_percent = 1.2
   }
   threshold_rules {
     threshold_percent = 1.0

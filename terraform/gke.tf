@@ -4,7 +4,7 @@
 resource "google_container_cluster" "ppd" {
   # checkov:skip=CKV_GCP_12: Dataplane V2 (datapath_provider below) enforces NetworkPolicy; the network_policy block is for Calico and must stay unset with it
   # checkov:skip=CKV_GCP_69: the default node pool is removed; both node pools set workload_metadata_config GKE_METADATA
-  # checkov:skip=CKV_GCP_65: Google Groups for RBAC needs a Workspace domain; access is granted by IAM roles (container.developer for CI)
+  # checkov:skip=CKV_GCP_65: Google Groups for RBAC needs a Workspace domain; CI is bound by e-mail to a namespaced Role (k8s/namespace.yaml)
   name     = var.cluster_name
   location = var.zone
 
@@ -63,7 +63,7 @@ resource "google_container_cluster" "ppd" {
   }
 
   binary_authorization {
-    evaluation_mode = "PROJECT_SINGLETON_POLICY_ENFORCE"
+    evaluation_mode = "PROJECT_SINGLETON_POLICY_ENFORCE" # the policy of binauthz.tf
   }
 
   addons_config {
@@ -89,7 +89,7 @@ resource "google_container_cluster" "ppd" {
   resource_labels     = var.labels
   deletion_protection = var.deletion_protection
 
-  depends_on = [google_project_service.enabled]
+  depends_on = [google_project_service.enabled, google_binary_authorization_policy.ppd]
 }
 
 locals {
@@ -114,6 +114,14 @@ resource "google_container_node_pool" "cpu" {
   management {
     auto_repair  = true
     auto_upgrade = true
+  }
+
+  # Node upgrades add a new node before draining an old one, one at a time, and the drain
+  # respects k8s/policies.yaml's budget: one serving CPU worker down at most, never both.
+  upgrade_settings {
+    strategy        = "SURGE"
+    max_surge       = 1
+    max_unavailable = 0
   }
 
   node_config {

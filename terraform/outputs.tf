@@ -42,3 +42,19 @@ output "workload_identity_provider" {
   description = "Full name of the GitHub OIDC provider (secret GCP_WORKLOAD_IDENTITY_PROVIDER)."
   value       = google_iam_workload_identity_pool_provider.github.name
 }
+
+output "redis_host" {
+  description = "Address of the Memorystore Redis of the Ray GCS (export REDIS_HOST=$(terraform output -raw redis_host))."
+  value       = google_redis_instance.gcs.host
+}
+
+output "redis_auth_string" {
+  description = "AUTH string of the GCS's Redis, for Secret ppd/ppd-redis (docs/deploy.md, step 10)."
+  value       = google_redis_instance.gcs.auth_string
+  sensitive   = true
+}
+
+output "redis_server_ca" {
+  description = "PEM of the CA that signs the GCS Redis's TLS certificate, for Secret ppd/ppd-redis."
+  value       = google_redis_instance.gcs.server_ca_certs[0].cert
+}

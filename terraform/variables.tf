@@ -102,15 +102,24 @@ variable "github_repository" {
   type        = string
 }
 
+variable "github_repository_owner_id" {
+  description = "Numeric id of the repository's owner (gh api repos/OWNER/REPO --jq .owner.id): a deleted and re-created account of the same name has another."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9]+$", var.github_repository_owner_id))
+    error_message = "github_repository_owner_id is the owner's numeric id, not its name."
+  }
+}
+
 variable "billing_account_id" {
   description = "Billing account ID (XXXXXX-XXXXXX-XXXXXX) the budget is set on."
   type        = string
 }
 
 variable "budget_amount" {
-  description = "Monthly budget in the billing account's currency; alerts go out at 50, 80 and 100 %."
+  description = "Monthly budget in the billing account's currency; alerts at 90, 100 and 120 % of spend and 100 % of the forecast. The default sizes cost about 1,240 USD a month at list price at rest (docs/capacity.md)."
   type        = number
-  default     = 500
+  default     = 1600
 }
 
 variable "budget_alert_email" {
@@ -130,4 +139,34 @@ variable "labels" {
   default = {
     app = "product-photo-detector"
   }
+}
+
+variable "redis_memory_gb" {
+  description = "Size of the Memorystore Redis that keeps the Ray GCS's state (1 GB is the smallest)."
+  type        = number
+  default     = 1
+}
+
+variable "binauthz_enforcement_mode" {
+  description = "Binary Authorization: ENFORCED_BLOCK_AND_AUDIT_LOG refuses unlisted images, DRYRUN_AUDIT_LOG_ONLY only logs them."
+  type        = string
+  default     = "ENFORCED_BLOCK_AND_AUDIT_LOG"
+  validation {
+    condition     = contains(["ENFORCED_BLOCK_AND_AUDIT_LOG", "DRYRUN_AUDIT_LOG_ONLY"], var.binauthz_enforcement_mode)
+    error_message = "binauthz_enforcement_mode is ENFORCED_BLOCK_AND_AUDIT_LOG or DRYRUN_AUDIT_LOG_ONLY."
+  }
+}
+
+variable "binauthz_allowed_images" {
+  description = "Image name patterns admitted besides this project's ppd repository: the KubeRay operator and kube-prometheus-stack."
+  type        = list(string)
+  default = [
+    "quay.io/kuberay/*",
+    "quay.io/prometheus/*",
+    "quay.io/prometheus-operator/*",
+    "quay.io/kiwigrid/*",
+    "docker.io/grafana/*",
+    "registry.k8s.io/kube-state-metrics/*",
+    "registry.k8s.io/ingress-nginx/kube-webhook-certgen*",
+  ]
 }

@@ -28,6 +28,7 @@ from common.checkpoint import ModelMeta, save_checkpoint
 from common.drift import window_statistics
 from common.image import prepare_image
 from common.model import build_model, to_model_input
+from common.settings import hash_api_key
 from tests.images import image_bytes
 from tests.provenance_fixtures import write_trust_anchors
 
@@ -40,9 +41,8 @@ TEST_KEYS = [f"test-key-{i:03d}" for i in range(120)]  # one fresh key per test 
 RATE_LIMIT_PER_MINUTE = 120
 AUTH_FAILURES_PER_MINUTE = 20  # the default, per client address
 HAPROXY_CLIENT_TIMEOUT_S = 5  # s: HAProxy cuts a client idle this long mid-request
-APP_ENV = {
+APP_ENV = {  # the keys join these as a file of digests (API_KEY_HASHES_FILE): see app_config
     "REQUIRE_AUTH": "true",
-    "API_KEYS": ",".join(TEST_KEYS),
     "RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT_PER_MINUTE),
     "AUTH_FAILURES_PER_MINUTE": str(AUTH_FAILURES_PER_MINUTE),
     # the test client (or HAProxy in front) is the trusted edge: a test picks its client
@@ -115,8 +115,13 @@ def app_config(port: int, checkpoints: dict[str, Path]) -> dict:
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     app = config["applications"][0]
+    # Keys as the RayService mounts them: a file of SHA-256 digests. Plain keys in runtime_env
+    # env_vars would be written to Ray's logs (tests/deploy/test_secrets.py greps for them).
+    hashes = Path(tempfile.mkdtemp(prefix="api-keys-")) / "api-key-hashes"
+    hashes.write_text("".join(hash_api_key(key) + "\n" for key in TEST_KEYS))
     anchors = write_trust_anchors(Path(tempfile.mkdtemp(prefix="c2pa-anchors-")) / "roots.pem")
-    app["runtime_env"] = {"env_vars": {**APP_ENV, "C2PA_TRUST_ANCHORS": str(anchors)}}
+    app["runtime_env"] = {"env_vars": {**APP_ENV, "API_KEY_HASHES_FILE": str(hashes),
+                                       "C2PA_TRUST_ANCHORS": str(anchors)}}  # fmt: skip
     deployment(config, "Ingress")["num_replicas"] = 2
     for name, checkpoint in (("Classifier", "primary"), ("Explainer", "primary"),
                              ("Shadow", "other")):  # fmt: skip

@@ -77,3 +77,31 @@ def test_the_decode_pool_size_and_deadline_are_read():
         2,
         5.0,
     )
+
+
+def test_api_key_hashes_file_adds_its_digests(tmp_path):
+    path = tmp_path / "api-key-hashes"
+    path.write_text(
+        f"# rotated 2026-12-01\n{hash_api_key('k1').upper()}\n\n  {hash_api_key('k2')}\n"
+    )
+    settings = Settings.from_env(
+        {
+            "API_KEY_HASHES_FILE": str(path),
+            "API_KEY_HASHES": hash_api_key("k3"),
+            "REQUIRE_AUTH": "1",
+        }
+    )
+    assert settings.api_key_hashes == {hash_api_key(k) for k in ("k1", "k2", "k3")}
+
+
+@pytest.mark.parametrize("content", ["k1\n", f"{hash_api_key('k1')},{hash_api_key('k2')}\n"])
+def test_api_key_hashes_file_refuses_what_is_not_one_digest_a_line(tmp_path, content):
+    path = tmp_path / "api-key-hashes"
+    path.write_text(content)
+    with pytest.raises(SettingsError, match="API_KEY_HASHES_FILE must hold hex SHA-256 digests"):
+        Settings.from_env({"API_KEY_HASHES_FILE": str(path)})
+
+
+def test_a_missing_api_key_hashes_file_fails_naming_the_variable(tmp_path):
+    with pytest.raises(SettingsError, match="API_KEY_HASHES_FILE cannot be read"):
+        Settings.from_env({"API_KEY_HASHES_FILE": str(tmp_path / "absent")})

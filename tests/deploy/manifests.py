@@ -33,13 +33,16 @@ EXAMPLE_ENV = {
     "BUCKET": "ppd-example-123-ppd",
     "MODEL_URI": "gs://ppd-example-123-ppd/models/train-20260101-000000/model.safetensors",
     "SHADOW_MODEL_URI": "gs://ppd-example-123-ppd/models/sweep-20260102-000000/model.safetensors",
+    "SHADOW_FRACTION": "0.1",
     "RUN_NAME": "train-20260101-000000",
     "DOMAIN": "ppd.example.com",
+    "REDIS_HOST": "10.40.0.3",
 }
 
 # The manifests applied to the cluster, each rendered and checked.
 MANIFESTS = (
     "k8s/namespace.yaml",
+    "k8s/policies.yaml",
     "k8s/rayservice.yaml",
     "k8s/rayjob-train.yaml",
     "k8s/rayjob-sweep.yaml",

@@ -1,4 +1,4 @@
-"""k8s/kuberay-operator-values.yaml uses only keys the kuberay-operator 1.7.0 chart defines."""
+"""k8s/helm/kuberay-operator-values.yaml uses only keys the kuberay-operator 1.7.0 chart defines."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def chart_defaults() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def values() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "k8s" / "kuberay-operator-values.yaml").read_text())
+    return yaml.safe_load((ROOT / "k8s" / "helm" / "kuberay-operator-values.yaml").read_text())
 
 
 def test_every_key_exists_in_the_chart(values, chart_defaults):

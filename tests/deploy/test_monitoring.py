@@ -133,6 +133,17 @@ def test_promtool_check_rules(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_every_alert_has_a_promtool_test_that_fires_it_and_one_that_does_not():
+    rule = load_one("k8s/monitoring/prometheusrule.yaml", "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    cases = yaml.safe_load((MONITORING / "alerts.test.yaml").read_text())["tests"]
+    checks = [c for case in cases for c in case["alert_rule_test"]]
+    fired = {c["alertname"] for c in checks if c["exp_alerts"]}
+    quiet = {c["alertname"] for c in checks if not c["exp_alerts"]}
+    assert alerts <= fired, f"never shown firing: {sorted(alerts - fired)}"
+    assert alerts <= quiet, f"never shown quiet: {sorted(alerts - quiet)}"
+
+
 def test_promtool_unit_tests_of_the_alerts(tmp_path):
     promtool = require_tool("promtool", PROMTOOL_HOW)
     directory = _rules_dir(tmp_path)

@@ -28,11 +28,46 @@ def test_rayjob_validates_against_the_kuberay_crd_refusing_unknown_keys(job):
 
 
 def test_rayjob_cleans_up_its_cluster_and_itself(job):
+    """KubeRay 1.7's rules (rayjob webhook validation): rules exclude the legacy fields, TTLs do
+    not decrease from DeleteCluster to DeleteSelf, DeleteWorkers is refused with autoscaling."""
     _, rayjob = job
     spec = rayjob["spec"]
-    assert spec["shutdownAfterJobFinishes"] is True
-    assert spec["ttlSecondsAfterFinished"] > 0
-    assert spec["activeDeadlineSeconds"] > 0
+    assert "shutdownAfterJobFinishes" not in spec and "ttlSecondsAfterFinished" not in spec
+    rules = spec["deletionStrategy"]["deletionRules"]
+    by_condition: dict[tuple[str, str], dict[str, int]] = {}
+    for rule in rules:
+        condition = rule["condition"]
+        key = (
+            ("jobStatus", condition["jobStatus"])
+            if "jobStatus" in condition
+            else ("jobDeploymentStatus", condition["jobDeploymentStatus"])
+        )
+        assert rule["policy"] not in by_condition.setdefault(key, {}), rule
+        by_condition[key][rule["policy"]] = condition.get("ttlSeconds", 0)
+    assert set(by_condition) == {
+        ("jobStatus", "SUCCEEDED"),
+        ("jobStatus", "FAILED"),
+        ("jobDeploymentStatus", "Failed"),
+    }
+    assert spec["rayClusterSpec"]["enableInTreeAutoscaling"] is True
+    for key, ttls in by_condition.items():
+        assert "DeleteWorkers" not in ttls, key
+        assert set(ttls) == {"DeleteCluster", "DeleteSelf"}, key
+        assert ttls["DeleteCluster"] <= ttls["DeleteSelf"], key
+    assert by_condition[("jobStatus", "SUCCEEDED")]["DeleteCluster"] == 0  # T4s go at once
+    assert spec["activeDeadlineSeconds"] > spec["preRunningDeadlineSeconds"] > 0
+
+
+def test_a_failed_gate_is_not_retried_on_a_new_cluster(job):
+    _, rayjob = job
+    assert rayjob["spec"]["backoffLimit"] == 0
+
+
+def test_autoscaler_sidecar_runs_unprivileged(job):
+    _, rayjob = job
+    context = rayjob["spec"]["rayClusterSpec"]["autoscalerOptions"]["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
 
 
 def test_rayjob_trains_on_t4_workers(job):
@@ -43,8 +78,9 @@ def test_rayjob_trains_on_t4_workers(job):
     assert t4["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "/ppd-gpu:" in t4["containers"][0]["image"]
     assert rayjob["spec"]["rayClusterSpec"]["rayVersion"] == "2.60.0"
-    for template in templates.values():
-        assert template["spec"]["serviceAccountName"] == "ppd-train"
+    for group, template in templates.items():
+        account = "ppd-train" if group == "head" else "ppd-train-worker"
+        assert template["spec"]["serviceAccountName"] == account
         env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.ppd.svc:5000"
 

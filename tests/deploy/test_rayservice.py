@@ -150,12 +150,74 @@ def test_ray_autoscaling_and_upgrade_strategy(rayservice):
     assert spec["upgradeStrategy"]["type"] == "NewCluster"
 
 
-def test_api_keys_come_from_a_secret_never_from_the_manifest(rayservice):
+def test_api_keys_come_from_a_mounted_secret_never_from_the_manifest(rayservice):
     for group, template in pod_templates(rayservice).items():
-        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
-        assert "API_KEYS" not in env, group
-        assert env["API_KEY_HASHES"]["valueFrom"]["secretKeyRef"]["name"] == "ppd-api-keys"
+        spec = template["spec"]
+        container = spec["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert not {"API_KEYS", "API_KEY_HASHES"} & set(env), group
         assert env["REQUIRE_AUTH"]["value"] == "true"
+        path = env["API_KEY_HASHES_FILE"]["value"]
+        (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        assert mount["readOnly"] is True
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"]["secretName"] == "ppd-api-keys"
+        assert [i["path"] for i in volume["secret"]["items"]] == [path.rsplit("/", 1)[1]]
+
+
+def test_workers_run_with_the_heads_settings(rayservice):
+    templates = pod_templates(rayservice)
+    head_env = templates["head"]["spec"]["containers"][0]["env"]
+    for group in ("cpu", "t4"):
+        worker_env = templates[group]["spec"]["containers"][0]["env"]
+        assert all(e in head_env for e in worker_env), group
+
+
+def test_the_head_survives_a_restart_and_is_never_moved_by_the_autoscaler(rayservice):
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    options = cluster["gcsFaultToleranceOptions"]
+    assert options["redisAddress"] == "rediss://10.40.0.3:6378"  # TLS to Memorystore
+    assert options["redisPassword"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ppd-redis",
+        "key": "password",
+    }
+    head = cluster["headGroupSpec"]["template"]
+    annotations = head["metadata"]["annotations"]
+    assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+    env = {e["name"]: e.get("value") for e in head["spec"]["containers"][0]["env"]}
+    ca = env["RAY_REDIS_CA_CERT"]
+    mounts = head["spec"]["containers"][0]["volumeMounts"]
+    assert any(ca.startswith(m["mountPath"] + "/") for m in mounts)
+    assert "redis_host" in (ROOT / "terraform" / "outputs.tf").read_text()
+
+
+def test_the_dashboard_shows_grafana_panels(rayservice):
+    head = pod_templates(rayservice)["head"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    assert env["RAY_PROMETHEUS_HOST"].startswith("http://prometheus-operated.monitoring.svc")
+    assert env["RAY_GRAFANA_HOST"] == "http://kps-grafana.monitoring.svc:80"
+    assert env["RAY_GRAFANA_IFRAME_HOST"] == "http://127.0.0.1:3000"  # docs/deploy.md's forward
+    assert "RAY_GRAFANA_IFRAME_HOST" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_autoscaler_sidecar_runs_unprivileged(rayservice):
+    context = rayservice["spec"]["rayClusterConfig"]["autoscalerOptions"]["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+
+
+def test_the_cluster_mirrors_the_recorded_shadow_fraction(serve_config):
+    ingress = _deployments(serve_config)["Ingress"]["user_config"]
+    assert ingress["shadow_fraction"] == 0.1  # EXAMPLE_ENV's SHADOW_FRACTION
+    source = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    assert _deployments(source)["Ingress"]["user_config"]["shadow_fraction"] == 0.0
+
+
+def test_no_template_is_left_where_kubectl_apply_would_pick_it_up():
+    for path in sorted((ROOT / "k8s").glob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc and {"apiVersion", "kind"} <= set(doc), f"{path.name} is not a manifest"
+        assert "GENERATED\n" not in path.read_text().replace("# GENERATED", ""), path.name
 
 
 # --- the generator's merge rules

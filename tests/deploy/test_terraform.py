@@ -105,3 +105,59 @@ def _json_documents(text: str) -> list[dict]:
         document, position = decoder.raw_decode(text, position)
         documents += document if isinstance(document, list) else [document]
     return documents
+
+
+def test_binary_authorization_has_its_api_and_a_policy_that_denies_unlisted_images():
+    apis = (TERRAFORM / "apis.tf").read_text()
+    assert '"binaryauthorization.googleapis.com"' in apis
+    gke = (TERRAFORM / "gke.tf").read_text()
+    assert 'evaluation_mode = "PROJECT_SINGLETON_POLICY_ENFORCE"' in gke
+    policy = (TERRAFORM / "binauthz.tf").read_text()
+    assert 'resource "google_binary_authorization_policy" "ppd"' in policy
+    assert re.search(r'evaluation_mode\s*=\s*"ALWAYS_DENY"', policy)
+    assert '"${var.region}-docker.pkg.dev/${var.project_id}/ppd/*"' in policy
+    variables = _blocks("variable")
+    assert (
+        '"ENFORCED_BLOCK_AND_AUDIT_LOG"'
+        in variables["binauthz_enforcement_mode"].split("default")[1].splitlines()[0]
+    )
+    # the images docs/deploy.md installs by name are admitted
+    allowed = variables["binauthz_allowed_images"]
+    assert '"quay.io/kuberay/*"' in allowed
+    operator_values = (ROOT / "k8s" / "helm" / "kuberay-operator-values.yaml").read_text()
+    assert "repository: quay.io/kuberay/operator" in operator_values
+
+
+def test_the_gcs_store_is_a_highly_available_redis_with_auth_and_tls():
+    apis = (TERRAFORM / "apis.tf").read_text()
+    assert '"redis.googleapis.com"' in apis
+    redis = (TERRAFORM / "redis.tf").read_text()
+    assert re.search(r'tier\s*=\s*"STANDARD_HA"', redis)
+    assert re.search(r"auth_enabled\s*=\s*true", redis)
+    assert re.search(r'transit_encryption_mode\s*=\s*"SERVER_AUTHENTICATION"', redis)
+    assert re.search(r"authorized_network\s*=\s*google_compute_network\.vpc\.id", redis)
+
+
+def test_bucket_access_goes_by_prefix():
+    iam = (TERRAFORM / "iam.tf").read_text()
+    assert 'roles/storage.objectUser" # read' not in iam
+    grants = dict(re.findall(r"^\s+([a-z-]+)\s+= \{ (member = [^}]+)\}", iam, re.MULTILINE))
+    by_member: dict[str, set[str]] = {}
+    for value in grants.values():
+        member = re.search(r"member = local\.(\w+)_member", value).group(1)
+        prefix = re.search(r'prefix = "([^"]+)"', value).group(1)
+        role = re.search(r'role = "roles/storage\.(\w+)"', value).group(1)
+        by_member.setdefault(member, set()).add(f"{role}:{prefix}")
+    assert by_member == {
+        "serve": {"objectViewer:models/"},
+        "train": {
+            "objectViewer:data/",
+            "objectUser:ray_results/",
+            "objectUser:models/",
+            "objectUser:mlflow/",
+        },
+        "ci": {"objectViewer:models/", "objectUser:releases/"},
+    }
+    # only conditional grants on the bucket
+    assert len(re.findall(r'resource "google_storage_bucket_iam_member"', iam)) == 1
+    assert "objectListPrefix" in iam
