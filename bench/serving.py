@@ -251,6 +251,7 @@ def start_served(
         "MODEL_URI": str(checkpoint),
         "RATE_LIMIT_PER_MINUTE": "0",
         "REQUIRE_AUTH": "false",
+        "RAY_ADDRESS": "local",  # a Ray instance of its own, even beside a `ray start` cluster
         **(env or {}),
     }
     log = log or ROOT / "artifacts" / "bench" / "serving_serve_run.log"
