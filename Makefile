@@ -38,16 +38,17 @@ demo: $(DEMO_MODEL)
 
 # `serve run` in the foreground with the tuned settings of serving.env (Serve's HAProxy front
 # end, the binary bundled with ray[serve]); once /health answers, print where to send requests.
-# HAProxy's files go to a folder only this user can enter: its admin socket is mode 666.
-HAPROXY_DIR ?= $(HOME)/.cache/product-photo-detector/haproxy
+# HAProxy's files go to a new folder only this user can enter (mktemp -d: mode 700), since its
+# admin socket is mode 666; a short path, as Ray adds a 40-character folder and a Unix socket
+# path may hold at most 97 characters.
 serve: | $(VENV)/.installed-demo
 	@set -a; . ./serving.env; set +a; \
-	mkdir -p $(HAPROXY_DIR) && chmod 700 $(HAPROXY_DIR); \
-	export RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=$(HAPROXY_DIR)/haproxy.cfg \
-		RAY_SERVE_HAPROXY_SOCKET_PATH=$(HAPROXY_DIR)/admin.sock \
-		RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=$(HAPROXY_DIR)/metrics.sock \
-		RAY_SERVE_HAPROXY_SERVER_STATE_BASE=$(HAPROXY_DIR) \
-		RAY_SERVE_HAPROXY_SERVER_STATE_FILE=$(HAPROXY_DIR)/server-state; \
+	haproxy_dir=$$(mktemp -d /tmp/ppd-haproxy-XXXXXX) || exit 1; \
+	export RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=$$haproxy_dir/haproxy.cfg \
+		RAY_SERVE_HAPROXY_SOCKET_PATH=$$haproxy_dir/admin.sock \
+		RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=$$haproxy_dir/metrics.sock \
+		RAY_SERVE_HAPROXY_SERVER_STATE_BASE=$$haproxy_dir \
+		RAY_SERVE_HAPROXY_SERVER_STATE_FILE=$$haproxy_dir/server-state; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/serve run serve_config.yaml & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid' INT TERM; \
 	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://$(HOST):$(PORT)/health', timeout=2)" 2>/dev/null; do \
