@@ -18,8 +18,9 @@ import base64
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import File, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -44,9 +45,16 @@ from deployments.background import BatchedSender
 from deployments.decoding import ImageDecoder
 from deployments.downstream import call, fetch_model_info, unavailable
 from deployments.edge import EdgeParts, ReplicaEdge
-from deployments.errors import ERROR_RESPONSES, install_error_handlers, request_id_of, root_cause
+from deployments.errors import (
+    ERROR_RESPONSES,
+    ApiError,
+    install_error_handlers,
+    request_id_of,
+    root_cause,
+)
 from deployments.metrics import ingress_metrics, refresh_gauges_forever
 from deployments.metrics_scrape import application_metrics
+from deployments.request_metrics import OVERLOAD_RETRY_AFTER_S
 from deployments.schemas import (
     BatchItem,
     BatchResponse,
@@ -63,6 +71,7 @@ from deployments.uploads import single_upload, uploads
 __all__ = ["GATHER_CONCURRENT_CALLS", "Ingress", "IngressConfig", "app", "most_generated"]
 
 logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Gathered /predict calls in flight at once per ingress replica (one per Classifier replica and
@@ -250,7 +259,7 @@ class Ingress:
     ) -> PredictResponse:
         """Classify one image as real or AI-generated."""
         started = time.perf_counter()
-        data = await single_upload(request)
+        data = await self._admitted(single_upload(request), request)
         info = await self._primary_info()
         frames, provenance = await self._read(data, info.image_size)
         classified = time.perf_counter()
@@ -275,7 +284,9 @@ class Ingress:
         """Classify several images in one request; a bad file fails alone. Every frame of
         every upload goes down in one Classifier call."""
         started = time.perf_counter()
-        named = await uploads(request, "files", self.settings.max_batch_files)
+        named = await self._admitted(
+            uploads(request, "files", self.settings.max_batch_files), request
+        )
         info = await self._primary_info()
         self.metrics.batch_files.observe(len(named))
         prepared = await asyncio.gather(
@@ -319,7 +330,7 @@ class Ingress:
         animation's frames are classified first; the one most likely AI-generated is
         explained, under the primary's threshold."""
         started = time.perf_counter()
-        data = await single_upload(request)
+        data = await self._admitted(single_upload(request), request)
         info = await self._primary_info()
         frames, provenance = await self._read(data, info.image_size)
         image = frames[0]
@@ -355,7 +366,7 @@ class Ingress:
         self, request: Request, file: Annotated[UploadFile, _UPLOAD]
     ) -> CompareResponse:
         """Run the primary and the shadow model on the same frames, both awaited."""
-        data = await single_upload(request)
+        data = await self._admitted(single_upload(request), request)
         info = await self._primary_info()
         frames = await self._prepare(data, info.image_size)
         shadow_info = await fetch_model_info(self._shadow)
@@ -429,6 +440,18 @@ class Ingress:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     # --- the calls down the graph --------------------------------------------------------------
+
+    async def _admitted(self, reading: Awaitable[T], request: Request) -> T:
+        """The request's uploads, once its body is in and it counts as in flight: past
+        `max_inflight_requests` it gets a fast 503 here, before any work down the graph (the
+        edge refuses new requests at the door too, but counts a request only once its body has
+        arrived, so slow uploads never take the place of answered ones)."""
+        uploaded = await reading
+        if self._inflight > self.config.max_inflight_requests:
+            self.metrics.overload_rejections.inc(tags={"route": request.url.path})
+            raise ApiError(503, "overloaded", "the service is at capacity; retry shortly",
+                           {"Retry-After": str(OVERLOAD_RETRY_AFTER_S)})  # fmt: skip
+        return uploaded
 
     async def _primary_info(self) -> ModelInfo:
         """The primary's model info (cached briefly); 503 while no model is loaded."""

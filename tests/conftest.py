@@ -178,41 +178,56 @@ def reconfigured(app: ServedApp, user_configs: dict[str, dict]) -> Iterator[dict
         deploy(app.config)
 
 
-def metric_value(url: str, sample: str, **labels: str) -> float:
-    """The sum over replicas of `sample` (e.g. `ray_ppd_shadow_errors_total`) in the app's
-    GET /metrics, over the series whose labels include `labels`."""
+def metric_series(url: str, sample: str, **labels: str) -> dict[tuple, float]:
+    """Each replica's series of `sample` (e.g. `ray_ppd_shadow_errors_total`) in the app's
+    GET /metrics whose labels include `labels`, keyed by its labels."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    return sum(
-        s.value
+    return {
+        tuple(sorted(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
         if s.name == sample and labels.items() <= s.labels.items()
-    )
+    }
 
 
-def settled_metric_value(url: str, sample: str, **labels: str) -> float:
-    """`metric_value` once the replicas' last exports are in (the same value twice, one export
-    round apart): a count to compare a test's own traffic with."""
-    value = metric_value(url, sample, **labels)
+def metric_value(url: str, sample: str, **labels: str) -> float:
+    """The sum of `metric_series` over the replicas."""
+    return sum(metric_series(url, sample, **labels).values())
+
+
+@dataclass
+class MetricCount:
+    """How much a counter (or a histogram's _sum/_count) grows from now on, over the
+    replicas: a series that disappears (its replica was replaced) does not count as a fall."""
+
+    url: str
+    sample: str
+    labels: dict[str, str]
+    before: dict[tuple, float]
+
+    def growth(self) -> float:
+        after = metric_series(self.url, self.sample, **self.labels)
+        return sum(value - self.before.get(key, 0.0) for key, value in after.items())
+
+    def wait_for_growth(self, expected: float, timeout_s: float = 60) -> float:
+        """The growth once it reaches `expected` (replicas export every few seconds), or
+        what it is after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while (grown := self.growth()) < expected and time.monotonic() < deadline:
+            time.sleep(1)
+        return grown
+
+
+def count_from_now(url: str, sample: str, **labels: str) -> MetricCount:
+    """A `MetricCount` from the replicas' settled values (the same twice, one export round
+    apart), so traffic of earlier tests still being exported is not counted."""
+    before = metric_series(url, sample, **labels)
     while True:
         time.sleep(6)
-        again = metric_value(url, sample, **labels)
-        if again == value:
-            return value
-        value = again
-
-
-def wait_for_metric(
-    url: str, sample: str, expected: float, timeout_s: float = 60, **labels: str
-) -> float:
-    """`metric_value` once it reaches `expected` (replicas export every few seconds), or the
-    last value seen after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = metric_value(url, sample, **labels)
-        if value >= expected or time.monotonic() > deadline:
-            return value
-        time.sleep(1)
+        again = metric_series(url, sample, **labels)
+        if again == before:
+            return MetricCount(url, sample, labels, before)
+        before = again
 
 
 _keys = itertools.cycle(TEST_KEYS)

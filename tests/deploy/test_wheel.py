@@ -54,7 +54,7 @@ def test_the_installed_wheel_ships_the_web_page(tmp_path):
     )  # fmt: skip
     assert install.returncode == 0, install.stderr[-2000:]
     probe = (
-        "import deployments, deployments.http_api as h; print(deployments.__file__); "
+        "import deployments, deployments.ingress as h; print(deployments.__file__); "
         "print(' '.join(sorted(p.name for p in h.STATIC_DIR.iterdir())))"
     )
     run = subprocess.run(

@@ -12,6 +12,7 @@ from bench.serving import GPU_CHANGES, with_changes
 from deployments.classifier import ClassifierConfig
 from deployments.ingress import GATHER_CONCURRENT_CALLS, IngressConfig
 from tests.conftest import APP_NAME, ROOT
+from tests.deploy.manifests import render
 
 SERVE_DEFAULT_MAX_ONGOING = 5
 
@@ -21,7 +22,8 @@ def _serve_config() -> dict[str, Any]:
 
 
 def _rayservice() -> dict[str, Any]:
-    documents = yaml.safe_load_all((ROOT / "k8s" / "rayservice.yaml").read_text())
+    """The RayService's serve config as `k8s/render.sh` renders it (example values)."""
+    documents = yaml.safe_load_all(render((ROOT / "k8s" / "rayservice.yaml").read_text()))
     (rayservice,) = [d for d in documents if d and d.get("kind") == "RayService"]
     return yaml.safe_load(rayservice["spec"]["serveConfigV2"])
 

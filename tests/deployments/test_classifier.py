@@ -18,11 +18,9 @@ from deployments.classifier import Classifier
 from tests.conftest import (
     APP_NAME,
     TEST_IMAGE_SIZE,
+    count_from_now,
     deployment,
-    metric_value,
     reconfigured,
-    settled_metric_value,
-    wait_for_metric,
 )
 from tests.images import image_bytes
 
@@ -94,8 +92,8 @@ def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, clas
     singles = {i: classifier.remote(prepare_image(images[i], TEST_IMAGE_SIZE)).result()
                for i in range(8)}  # fmt: skip
     with reconfigured(served_app, {"Ingress": {"gather_max_images": 8, "gather_wait_s": 1.0}}):
-        passes = settled_metric_value(url, "ray_ppd_batch_size_count", role="primary")
-        counted = metric_value(url, "ray_ppd_batch_size_sum", role="primary")
+        passes = count_from_now(url, "ray_ppd_batch_size_count", role="primary")
+        counted = count_from_now(url, "ray_ppd_batch_size_sum", role="primary")
 
         def send(data: bytes) -> dict:
             with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=60) as http:
@@ -103,10 +101,8 @@ def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, clas
 
         with ThreadPoolExecutor(max_workers=16) as pool:
             answers = list(pool.map(send, images))
-        assert wait_for_metric(url, "ray_ppd_batch_size_sum", counted + 16, role="primary") == (
-            counted + 16
-        )
-        assert metric_value(url, "ray_ppd_batch_size_count", role="primary") - passes <= 3
+        assert counted.wait_for_growth(16) == 16  # every image went through a forward pass
+        assert passes.growth() <= 3
     for i, answer in enumerate(answers):  # each caller gets its own image's answer
         assert answer["probability"] == pytest.approx(singles[i % 8].probability, abs=1e-4)
 

@@ -313,8 +313,8 @@ def test_compare_takes_each_models_most_generated_frame(client, checkpoints):
 def test_the_preprocessor_deployment_judges_frames_and_the_explainer_keeps_the_limits(
     served_app, client, checkpoints
 ):
-    """The GKE path (`preprocess_in_ingress: false`, k8s/serve-overlay.yaml) gives the same
-    answers, and the Explainer decodes under the Ingress's limits, not its own defaults."""
+    """The GKE path (`preprocess_in_ingress: false`, k8s/templates/serve-overlay.yaml) gives the
+    same answers, and the Explainer decodes under the Ingress's limits, not its own defaults."""
     frames, alone = _frames_with_the_top_one_inside(checkpoints["primary"], 3, top_at=1)
     data = animation(frames, "WEBP")
     wide = encode(crop(0, size=(300, 40)).resize((12_000, 40)), "PNG")  # over the default side

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import settled_metric_value, wait_for_metric
+from tests.conftest import count_from_now
 from tests.provenance_fixtures import case_names, cases
 
 pytestmark = pytest.mark.serve
@@ -75,17 +75,12 @@ def test_explain_and_batch_carry_provenance_too(client):
 
 def test_declarations_are_counted_in_metrics(served_app, client):
     url = served_app.url
-    before = settled_metric_value(url, "ray_ppd_provenance_declared_total", declared="ai_generated")
-    agreement = settled_metric_value(url, "ray_ppd_provenance_agreement_total")
+    declared = count_from_now(url, "ray_ppd_provenance_declared_total", declared="ai_generated")
+    agreement = count_from_now(url, "ray_ppd_provenance_agreement_total")
     for name in ("ai_declared_untrusted_signer", "xmp_trained_algorithmic_media"):
         data = cases("WEBP")[name].data
         assert client.post("/predict", files={"file": ("d.webp", data)}).status_code == 200
-    counted = wait_for_metric(
-        url, "ray_ppd_provenance_declared_total", before + 2, declared="ai_generated"
-    )
-    assert counted == before + 2
-    assert wait_for_metric(url, "ray_ppd_provenance_agreement_total", agreement + 2) == (
-        agreement + 2
-    )
+    assert declared.wait_for_growth(2) == 2
+    assert agreement.wait_for_growth(2) == 2
     text = httpx.get(f"{url}/metrics", timeout=30).text
     assert 'stage="provenance"' in text

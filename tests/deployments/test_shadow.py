@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import metric_value, reconfigured, settled_metric_value, wait_for_metric
+from tests.conftest import count_from_now, reconfigured
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.serve
@@ -34,38 +34,32 @@ def test_slow_or_failing_shadow_leaves_predict_unchanged_and_mirrors_every_image
         baseline = statistics.median(_latencies(client))
 
     # A slow shadow: users do not wait for it, and every mirrored image still reaches it.
-    arrived = settled_metric_value(url, "ray_ppd_batch_size_sum", role="shadow")
+    arrived = count_from_now(url, "ray_ppd_batch_size_sum", role="shadow")
     with reconfigured(served_app, {"Ingress": {"shadow_fraction": 1.0},
                                    "Shadow": {"inject_delay_s": 2.0}}):  # fmt: skip
         slow = statistics.median(_latencies(client))
-        expected = arrived + REQUESTS
-        assert wait_for_metric(url, "ray_ppd_batch_size_sum", expected, role="shadow") == expected
+        assert arrived.wait_for_growth(REQUESTS) >= REQUESTS  # every mirrored image arrived
     assert slow < baseline + 0.25, (baseline, slow)  # on the request path it would add >= 2 s
 
     # A failing shadow: users see nothing of it; every mirrored image counts as a shadow error.
-    errors = settled_metric_value(url, "ray_ppd_shadow_errors_total")
+    errors = count_from_now(url, "ray_ppd_shadow_errors_total")
     with reconfigured(served_app, {"Ingress": {"shadow_fraction": 1.0},
                                    "Shadow": {"inject_failure": True}}):  # fmt: skip
         failing = statistics.median(_latencies(client))  # every answer is 200 (in _latencies)
-        expected = errors + REQUESTS
-        assert wait_for_metric(url, "ray_ppd_shadow_errors_total", expected) == expected
+        assert errors.wait_for_growth(REQUESTS) >= REQUESTS
     assert failing < baseline + 0.25, (baseline, failing)
 
 
 def test_mirrored_images_are_compared_with_the_primary(served_app, client):
     url = served_app.url
-    compared = settled_metric_value(url, "ray_ppd_shadow_comparisons_total")
-    diffs = settled_metric_value(url, "ray_ppd_shadow_probability_diff_count")
+    compared = count_from_now(url, "ray_ppd_shadow_comparisons_total")
+    diffs = count_from_now(url, "ray_ppd_shadow_probability_diff_count")
+    agreed = count_from_now(url, "ray_ppd_shadow_comparisons_total", agreement="agree")
+    disagreed = count_from_now(url, "ray_ppd_shadow_comparisons_total", agreement="disagree")
     with reconfigured(served_app, {"Ingress": {"shadow_fraction": 1.0}}):
         for i in range(6):
             response = client.post("/predict", files={"file": ("m.jpg", image_bytes(i))})
             assert response.status_code == 200, response.text
-        assert (
-            wait_for_metric(url, "ray_ppd_shadow_comparisons_total", compared + 6) == compared + 6
-        )
-        assert wait_for_metric(url, "ray_ppd_shadow_probability_diff_count", diffs + 6) == diffs + 6
-    agreement = {
-        label: metric_value(url, "ray_ppd_shadow_comparisons_total", agreement=label)
-        for label in ("agree", "disagree")
-    }
-    assert sum(agreement.values()) == compared + 6  # every comparison is agree or disagree
+        assert compared.wait_for_growth(6) == 6
+        assert diffs.wait_for_growth(6) == 6
+    assert agreed.growth() + disagreed.growth() == 6  # every comparison is agree or disagree
