@@ -93,7 +93,7 @@ def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, clas
                for i in range(8)}  # fmt: skip
     with reconfigured(served_app, {"Ingress": {"gather_max_images": 8, "gather_wait_s": 1.0}}):
         passes = count_from_now(url, "ray_ppd_batch_size_count", role="primary")
-        counted = count_from_now(url, "ray_ppd_batch_size_sum", role="primary")
+        answered = count_from_now(url, "ray_ppd_predictions_total")
 
         def send(data: bytes) -> dict:
             with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=60) as http:
@@ -101,8 +101,9 @@ def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, clas
 
         with ThreadPoolExecutor(max_workers=16) as pool:
             answers = list(pool.map(send, images))
-        assert counted.wait_for_growth(16) == 16  # every image went through a forward pass
-        assert passes.growth() <= 3
+        assert answered.wait_for_growth(16) == 16  # every answer is exported...
+        time.sleep(10)  # ...and, an export round later, every forward pass
+        assert 1 <= passes.growth() <= 3
     for i, answer in enumerate(answers):  # each caller gets its own image's answer
         assert answer["probability"] == pytest.approx(singles[i % 8].probability, abs=1e-4)
 

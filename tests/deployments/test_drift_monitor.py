@@ -88,7 +88,7 @@ def test_the_window_survives_a_drift_monitor_restart(served_app, client):
         ]
         ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)  # Serve replaces it
         after = _health_once_drift_answers(served_app.url)
-        assert after["drift"]["window_size"] == before["drift"]["window_size"] == 10
+        assert after["drift"]["window_size"] == before["drift"]["window_size"] >= 10
         assert after["drift_score"] == before["drift_score"]
         assert after["predictions_total"] >= before["predictions_total"]
         drift_monitor.reset.remote().result()
