@@ -75,7 +75,7 @@ class DriftMonitor:
         self._dirty = False
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        first = self._saver is None
+        first = self._gauges is None
         self._config = DriftMonitorConfig.model_validate(user_config)
         if first:
             self._restore()
@@ -83,7 +83,9 @@ class DriftMonitor:
         self._update()
         if first:
             self._gauges = refresh_gauges_forever(lambda: self._set_gauges(self._report()))
-            self._saver = asyncio.get_running_loop().create_task(self._save_forever())
+        if self._saver is not None:  # a new save_interval_s applies now, not after the old one
+            self._saver.cancel()
+        self._saver = asyncio.get_running_loop().create_task(self._save_forever())
 
     async def __del__(self) -> None:
         """Shutdown: write the window one last time."""

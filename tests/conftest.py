@@ -40,6 +40,7 @@ BASELINE_IMAGES = range(16)  # image_bytes(i) used to calibrate BatchNorm and th
 TEST_KEYS = [f"test-key-{i:03d}" for i in range(120)]  # one fresh key per test that needs one
 RATE_LIMIT_PER_MINUTE = 120
 AUTH_FAILURES_PER_MINUTE = 20  # the default, per client address
+METRICS_EXPORT_S = 2  # how often replicas export metrics in the test session
 HAPROXY_CLIENT_TIMEOUT_S = 5  # s: HAProxy cuts a client idle this long mid-request
 APP_ENV = {  # the keys join these as a file of digests (API_KEY_HASHES_FILE): see app_config
     "REQUIRE_AUTH": "true",
@@ -89,7 +90,10 @@ def ray_instance():
     # Tests call handles synchronously from this driver, which needs Serve's router loop.
     os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
     # address="local": an instance of its own, even where `ray start` left a cluster running
-    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
+    # Replicas export their metrics every 2 s instead of Ray's 10 s: the tests that wait for a
+    # count to reach /metrics wait a fifth as long.
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False,
+             _system_config={"metrics_report_interval_ms": METRICS_EXPORT_S * 1000})  # fmt: skip
     yield
     from ray import serve
 
@@ -223,7 +227,7 @@ def count_from_now(url: str, sample: str, **labels: str) -> MetricCount:
     apart), so traffic of earlier tests still being exported is not counted."""
     before = metric_series(url, sample, **labels)
     while True:
-        time.sleep(6)
+        time.sleep(METRICS_EXPORT_S * 1.5)
         again = metric_series(url, sample, **labels)
         if again == before:
             return MetricCount(url, sample, labels, before)

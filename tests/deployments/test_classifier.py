@@ -17,6 +17,7 @@ from common.image import prepare_image
 from deployments.classifier import Classifier
 from tests.conftest import (
     APP_NAME,
+    METRICS_EXPORT_S,
     TEST_IMAGE_SIZE,
     count_from_now,
     deployment,
@@ -102,7 +103,7 @@ def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, clas
         with ThreadPoolExecutor(max_workers=16) as pool:
             answers = list(pool.map(send, images))
         assert answered.wait_for_growth(16) == 16  # every answer is exported...
-        time.sleep(10)  # ...and, an export round later, every forward pass
+        time.sleep(3 * METRICS_EXPORT_S)  # ...and, export rounds later, every forward pass
         assert 1 <= passes.growth() <= 3
     for i, answer in enumerate(answers):  # each caller gets its own image's answer
         assert answer["probability"] == pytest.approx(singles[i % 8].probability, abs=1e-4)
