@@ -36,7 +36,7 @@ from common.image import (
     decode_image,
     prepare_frames,
 )
-from deployments.errors import ApiError
+from deployments.errors import unavailable
 
 __all__ = ["LARGE_PIXELS", "ImageDecoder", "overlay_photo"]
 
@@ -46,7 +46,6 @@ LARGE_TIMEOUT_FACTOR = 3  # ...so its deadline is this many times DECODE_TIMEOUT
 
 _TASKS_PER_WORKER = 200  # a worker is replaced after this many decodes (returns freed memory)
 _CONTEXT = "forkserver"  # never fork a Ray worker (threads, gRPC); forkserver restarts fast
-_RETRY_AFTER_S = "2"
 _PRELOAD = ["deployments.decoding"]  # imported once by the fork server, not per worker
 
 
@@ -105,8 +104,9 @@ class ImageDecoder:
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             self.close()  # the next call starts a new pool
-            raise ApiError(503, "unavailable", "the image decoder is restarting; retry shortly",
-                           {"Retry-After": _RETRY_AFTER_S}) from None  # fmt: skip
+            raise unavailable(
+                "unavailable", "the image decoder is restarting; retry shortly"
+            ) from None
         except FutureTimeout:
             raise ImageTooCostly(
                 f"decoding the image took longer than {timeout_s:g} s; "

@@ -19,20 +19,14 @@ from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from common.answers import ModelInfo, NoModelLoaded
-from deployments.errors import ApiError
+from deployments.errors import unavailable
 
-__all__ = ["RETRY_AFTER_S", "call", "fetch_model_info", "unavailable"]
+__all__ = ["call", "fetch_model_info"]
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
 
-RETRY_AFTER_S = 2
 _REPLICA_GONE = (RayActorError, ReplicaUnavailableError)  # worth one retry on another replica
-
-
-def unavailable(error: str, detail: str) -> ApiError:
-    """A 503 envelope with `Retry-After`."""
-    return ApiError(503, error, detail, {"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def call(

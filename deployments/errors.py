@@ -2,6 +2,7 @@
 
 Route handlers raise `ApiError` (or let `common.image.ImageError` through); FastAPI's own 404,
 405 and 422 are rewritten into the same shape, so a client parses one format on every status.
+Every 503 is built by `unavailable` (or `overloaded`), so each carries the same `Retry-After`.
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ from deployments.schemas import ErrorResponse
 
 __all__ = [
     "ERROR_RESPONSES",
+    "RETRY_AFTER_S",
     "ApiError",
     "error_response",
     "install_error_handlers",
+    "overloaded",
     "request_id_of",
     "root_cause",
+    "unavailable",
 ]
 
 logger = logging.getLogger("ray.serve")
+
+RETRY_AFTER_S = 2  # the Retry-After of every 503
 
 _HTTP_ERROR_CODES = {
     400: "bad_request",
@@ -69,6 +75,16 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+def unavailable(error: str, detail: str) -> ApiError:
+    """A 503 envelope with `Retry-After`."""
+    return ApiError(503, error, detail, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def overloaded() -> ApiError:
+    """The 503 of a replica past its in-flight limit."""
+    return unavailable("overloaded", "the service is at capacity; retry shortly")
+
+
 def request_id_of(request: Request | Scope) -> str:
     """The id Serve's proxy gave this request (the client's X-Request-ID when it is plain, see
     `deployments.edge_headers`, or a new one); empty rather than an unsafe one."""
@@ -79,12 +95,16 @@ def request_id_of(request: Request | Scope) -> str:
 
 def error_response(
     request: Request | Scope,
-    status_code: int,
-    error: str,
-    detail: str,
+    status_code: int | ApiError,
+    error: str = "",
+    detail: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """The envelope as a response; ASGI middleware passes its `scope` as `request`."""
+    """The envelope as a response; ASGI middleware passes its `scope` as `request`. An
+    `ApiError` may stand for the status, error, detail and headers."""
+    if isinstance(status_code, ApiError):
+        exc = status_code
+        status_code, error, detail, headers = exc.status_code, exc.error, exc.detail, exc.headers
     body = ErrorResponse(
         error=error, detail=detail, request_id=request_id_of(request), status_code=status_code
     )
@@ -96,7 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status_code, exc.error, exc.detail, exc.headers)
+        return error_response(request, exc)
 
     @app.exception_handler(ImageError)
     async def _image_error(request: Request, exc: ImageError) -> JSONResponse:

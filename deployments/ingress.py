@@ -43,18 +43,18 @@ from common.settings import apply_log_level, get_settings
 from deployments.auth import API_KEY_DOC, API_KEY_HEADER
 from deployments.background import BatchedSender
 from deployments.decoding import ImageDecoder
-from deployments.downstream import call, fetch_model_info, unavailable
+from deployments.downstream import call, fetch_model_info
 from deployments.edge import EdgeParts, ReplicaEdge
 from deployments.errors import (
     ERROR_RESPONSES,
-    ApiError,
     install_error_handlers,
+    overloaded,
     request_id_of,
     root_cause,
+    unavailable,
 )
 from deployments.metrics import ingress_metrics, refresh_gauges_forever
 from deployments.metrics_scrape import application_metrics
-from deployments.request_metrics import OVERLOAD_RETRY_AFTER_S
 from deployments.schemas import (
     BatchItem,
     BatchResponse,
@@ -449,8 +449,7 @@ class Ingress:
         uploaded = await reading
         if self._inflight > self.config.max_inflight_requests:
             self.metrics.overload_rejections.inc(tags={"route": request.url.path})
-            raise ApiError(503, "overloaded", "the service is at capacity; retry shortly",
-                           {"Retry-After": str(OVERLOAD_RETRY_AFTER_S)})  # fmt: skip
+            raise overloaded()
         return uploaded
 
     async def _primary_info(self) -> ModelInfo:

@@ -31,7 +31,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from deployments.errors import error_response
+from deployments.errors import error_response, unavailable
 
 __all__ = ["FailedAuthLimit", "RateLimitMiddleware", "RateLimiter", "client_address"]
 
@@ -173,9 +173,8 @@ class RateLimitMiddleware:
                 self.on_unreachable()
             if not self.fails_open():
                 logger.exception("rate limiter unavailable; request refused (fails closed)")
-                response = error_response(scope, 503, "unavailable",
-                                          "the rate limiter is not reachable; retry shortly",
-                                          {"Retry-After": "2"})  # fmt: skip
+                refusal = unavailable("unavailable", "the rate limiter is unreachable; retry soon")
+                response = error_response(scope, refusal)
                 await response(scope, receive, send)
                 return
             logger.exception("rate limiter unavailable; request let through (fails open)")

@@ -15,12 +15,11 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments.errors import error_response
+from deployments.errors import error_response, overloaded
 from deployments.metrics import IngressMetrics
 
 __all__ = ["RequestMetricsMiddleware", "route_of"]
 
-OVERLOAD_RETRY_AFTER_S = 1
 _API_PATHS = frozenset({"/predict", "/predict/batch", "/predict/explain", "/predict/compare"})
 
 
@@ -71,10 +70,7 @@ class RequestMetricsMiddleware:
             self.metrics.overload_rejections.inc(
                 tags={"route": path if path in _API_PATHS else "other"}
             )
-            response = error_response(
-                scope, 503, "overloaded", "the service is at capacity; retry shortly",
-                {"Retry-After": str(OVERLOAD_RETRY_AFTER_S)},
-            )  # fmt: skip
+            response = error_response(scope, overloaded())
             await response(scope, receive, recording_send)
             self._record(scope, status, started)
             return
