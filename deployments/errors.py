@@ -74,6 +74,10 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = dict(headers or {})
 
+    def response(self, request: Request | Scope) -> JSONResponse:
+        """This error as the envelope (`error_response`)."""
+        return error_response(request, self.status_code, self.error, self.detail, self.headers)
+
 
 def unavailable(error: str, detail: str) -> ApiError:
     """A 503 envelope with `Retry-After`."""
@@ -95,16 +99,12 @@ def request_id_of(request: Request | Scope) -> str:
 
 def error_response(
     request: Request | Scope,
-    status_code: int | ApiError,
-    error: str = "",
-    detail: str = "",
+    status_code: int,
+    error: str,
+    detail: str,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """The envelope as a response; ASGI middleware passes its `scope` as `request`. An
-    `ApiError` may stand for the status, error, detail and headers."""
-    if isinstance(status_code, ApiError):
-        exc = status_code
-        status_code, error, detail, headers = exc.status_code, exc.error, exc.detail, exc.headers
+    """The envelope as a response; ASGI middleware passes its `scope` as `request`."""
     body = ErrorResponse(
         error=error, detail=detail, request_id=request_id_of(request), status_code=status_code
     )
@@ -116,7 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc)
+        return exc.response(request)
 
     @app.exception_handler(ImageError)
     async def _image_error(request: Request, exc: ImageError) -> JSONResponse:

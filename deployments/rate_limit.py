@@ -173,8 +173,10 @@ class RateLimitMiddleware:
                 self.on_unreachable()
             if not self.fails_open():
                 logger.exception("rate limiter unavailable; request refused (fails closed)")
-                refusal = unavailable("unavailable", "the rate limiter is unreachable; retry soon")
-                response = error_response(scope, refusal)
+                refusal = unavailable(
+                    "unavailable", "the rate limiter is not reachable; retry shortly"
+                )
+                response = refusal.response(scope)
                 await response(scope, receive, send)
                 return
             logger.exception("rate limiter unavailable; request let through (fails open)")

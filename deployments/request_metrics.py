@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments.errors import error_response, overloaded
+from deployments.errors import overloaded
 from deployments.metrics import IngressMetrics
 
 __all__ = ["RequestMetricsMiddleware", "route_of"]
@@ -70,7 +70,7 @@ class RequestMetricsMiddleware:
             self.metrics.overload_rejections.inc(
                 tags={"route": path if path in _API_PATHS else "other"}
             )
-            response = error_response(scope, overloaded())
+            response = overloaded().response(scope)
             await response(scope, receive, recording_send)
             self._record(scope, status, started)
             return
