@@ -21,14 +21,19 @@ from ray import serve
 
 from common.answers import ModelInfo, NoModelLoaded, Prediction, prediction_for
 from common.image import PreparedImage
-from common.inference import forward_probabilities
 from common.settings import apply_log_level, get_settings
 from deployments.metrics import (
     classifier_metrics,
     declare_classifier_series,
     refresh_gauges_forever,
 )
-from deployments.model_slot import LoadedModel, ModelSlot, replica_device, resolve_model_uri
+from deployments.model_slot import (
+    LoadedModel,
+    ModelSlot,
+    replica_cpu_threads,
+    replica_device,
+    resolve_model_uri,
+)
 
 __all__ = ["Classifier", "ClassifierConfig"]
 
@@ -59,7 +64,7 @@ class Classifier:
         apply_log_level(settings, role)
         self._role = role
         self._uri_override = settings.model_uri if role == "primary" else settings.shadow_model_uri
-        self._slot = ModelSlot(role, replica_device())
+        self._slot = ModelSlot(role, replica_device(), replica_cpu_threads())
         self._config = ClassifierConfig()
         self._metrics = classifier_metrics()
         declare_classifier_series(self._metrics, role)
@@ -100,7 +105,7 @@ class Classifier:
         loaded = self._slot.current
         if loaded is None:
             return ModelInfo(
-                loaded=False, device=self._slot.device.type, load_error=self._slot.load_error
+                loaded=False, device=self._slot.device, load_error=self._slot.load_error
             )
         return ModelInfo(
             loaded=True,
@@ -109,7 +114,7 @@ class Classifier:
             threshold=self._threshold(loaded),
             uri=loaded.uri,
             drift_baseline=dict(loaded.meta.drift_baseline),
-            device=self._slot.device.type,
+            device=self._slot.device,
             load_error=self._slot.load_error,
         )
 
@@ -154,8 +159,7 @@ class Classifier:
     def _forward(self, loaded: LoadedModel, images: list[PreparedImage]) -> list[float]:
         """Calibrated P(AI-generated) of each image (`common.inference`; pixels of another side,
         prepared for the model before a swap, are resized there)."""
-        pixels = [image.pixels for image in images]
-        return forward_probabilities(loaded.model, loaded.meta, pixels, self._slot.device).tolist()
+        return loaded.probabilities([image.pixels for image in images]).tolist()
 
     def _warm_up(self, loaded: LoadedModel, max_batch_size: int) -> None:
         """One forward pass at every batch size the batcher can form, before traffic meets a
@@ -165,7 +169,7 @@ class Classifier:
         size = loaded.meta.image_size
         for batch_size in range(1, max_batch_size + 1):
             pixels = np.zeros((batch_size, 3, size, size), np.uint8)
-            forward_probabilities(loaded.model, loaded.meta, pixels, self._slot.device)
+            loaded.probabilities(pixels)
         logger.info(
             "%s model %s warmed up at batch sizes 1-%d in %.2f s",
             self._role, loaded.meta.version, max_batch_size, time.perf_counter() - started,

@@ -1,37 +1,31 @@
 """Explainer deployment: Grad-CAM on a block with enough cells, blended over the upload.
 
-The heat map is computed with captum's `LayerGradCam` for the predicted class (for "real" the
-evidence for real, i.e. the negated logit), on the same uint8 pixels the Preprocessor made for
-`/predict`, and its probability comes from the same `common.inference` pass as the
-Classifier's. The overlay is the upload at its own aspect ratio (at most `overlay_max_side` px),
-returned as JPEG bytes; for an animation, the frame explained. The upload is decoded again for
-it under the limits the Ingress sends with the call. Without a model it raises
-`NoModelLoaded`, which the Ingress answers with 503.
+The heat map (`deployments.gradcam`: captum's `LayerGradCam` for the predicted class) is
+computed on the same uint8 pixels the Preprocessor made for `/predict`, and its probability
+comes from the same `common.inference` pass as the Classifier's. The overlay is the upload at
+its own aspect ratio (at most `overlay_max_side` px), returned as JPEG bytes; for an animation,
+the frame explained. The upload is decoded again for it under the limits the Ingress sends with
+the call. Without a model it raises `NoModelLoaded`, which the Ingress answers with 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
-import time
 from typing import Any
 
-import numpy as np
-import torch
-from captum.attr import LayerGradCam
-from matplotlib import colormaps
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
 from common.answers import Explanation, NoModelLoaded
 from common.image import ImageLimits, PreparedImage
-from common.inference import forward_probabilities, model_input
-from common.model import gradcam_target_layer
-from common.rules import is_ai_generated
 from common.settings import apply_log_level, get_settings
 from deployments.decoding import ImageDecoder
-from deployments.model_slot import LoadedModel, ModelSlot, replica_device, resolve_model_uri
+from deployments.model_slot import (
+    ModelSlot,
+    replica_cpu_threads,
+    replica_device,
+    resolve_model_uri,
+)
 
 __all__ = ["Explainer", "ExplainerConfig"]
 
@@ -51,6 +45,8 @@ class ExplainerConfig(BaseModel):
     @field_validator("colormap")
     @classmethod
     def _known_colormap(cls, name: str) -> str:
+        from matplotlib import colormaps  # validated in the replica, not at the app build
+
         if name not in colormaps:
             raise ValueError(f"{name!r} is not a matplotlib colormap")
         return name
@@ -62,7 +58,12 @@ class Explainer:
         settings = get_settings()
         apply_log_level(settings, "explainer")
         self._uri_override = settings.model_uri
-        self._slot = ModelSlot("explainer", replica_device())
+        # Grad-CAM's stack (torch, captum: seconds to import) loads with the replica, not with
+        # this module, which the application build imports only to bind the graph.
+        from deployments import gradcam
+
+        self._gradcam = gradcam
+        self._slot = ModelSlot("explainer", replica_device(), replica_cpu_threads())
         self._decoder = ImageDecoder(settings.decode_workers, settings.decode_timeout_s)
         self._config = ExplainerConfig()
         self._lock = asyncio.Lock()  # captum hooks the shared model: one attribution at a time
@@ -89,54 +90,12 @@ class Explainer:
         loaded = self._slot.current
         if loaded is None:
             raise NoModelLoaded("the explainer has no model: set model_uri")
-        side = self._config.overlay_max_side
+        config = self._config
+        side = config.overlay_max_side
         photo = await self._decoder.overlay_photo(data, limits, side, image.frame)
         async with self._lock:
-            return await asyncio.to_thread(self._explain, loaded, image, photo, threshold)
-
-    def _explain(
-        self,
-        loaded: LoadedModel,
-        image: PreparedImage,
-        photo: Image.Image,
-        threshold: float,
-    ) -> Explanation:
-        started = time.perf_counter()
-        meta, model, config, device = loaded.meta, loaded.model, self._config, self._slot.device
-        # the probability exactly as the Classifier computes it; Grad-CAM needs gradients
-        probability = float(forward_probabilities(model, meta, [image.pixels], device)[0])
-        target = int(is_ai_generated(probability, threshold))  # 1: evidence for AI, 0: for real
-        x = model_input([image.pixels], meta, device)
-        layer = gradcam_target_layer(model, meta.image_size)  # >= 7 x 7 cells where possible
-        cam = LayerGradCam(lambda t: _two_class_logits(model, t), layer)
-        attribution = cam.attribute(x, target=target, relu_attributions=True)
-        heat = attribution[0, 0].detach().float().cpu().numpy()
-
-        overlay = _blend(photo, heat, config)
-        buffer = io.BytesIO()
-        overlay.save(buffer, format="JPEG", quality=config.jpeg_quality)
-        return Explanation(
-            probability=probability,
-            model_version=meta.version,
-            heatmap_jpeg=buffer.getvalue(),
-            width=overlay.width,
-            height=overlay.height,
-            explain_ms=(time.perf_counter() - started) * 1000.0,
-        )
-
-
-def _two_class_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(real, ai_generated) scores from the single logit z: (-z, z)."""
-    z = model(x)
-    return torch.stack([-z, z], dim=1)
-
-
-def _blend(photo: Image.Image, heat: np.ndarray, config: ExplainerConfig) -> Image.Image:
-    peak = float(heat.max())
-    heat = heat / peak if peak > 0 else np.zeros_like(heat)
-    heat_image = Image.fromarray(np.uint8(np.clip(heat, 0, 1) * 255))
-    heat_image = heat_image.resize(photo.size, Image.Resampling.BILINEAR)
-    colours = colormaps[config.colormap](np.asarray(heat_image) / 255.0)[..., :3]
-    mixed = (1 - config.heatmap_opacity) * np.asarray(photo, dtype=np.float32) / 255.0
-    mixed += config.heatmap_opacity * colours
-    return Image.fromarray(np.uint8(np.clip(mixed, 0, 1) * 255))
+            return await asyncio.to_thread(
+                self._gradcam.explain, loaded, image.pixels, photo, threshold,
+                heatmap_opacity=config.heatmap_opacity, colormap=config.colormap,
+                jpeg_quality=config.jpeg_quality,
+            )  # fmt: skip

@@ -6,6 +6,10 @@ thread so requests keep flowing; the switch is a single assignment, so work that
 replaces a working model: the slot keeps serving the old one and reports `load_error` (only a
 replica with no model at all fails to start). `check_forward` is the replicas' health check: a
 1-image forward pass of the current model.
+
+This module imports no torch: the model stack (torch, timm: about 9 s of CPU here) is imported
+by the first load (`_load_model`). So the application build, which imports the deployment
+modules only to bind the graph, and a Shadow without a model never pay for it.
 """
 
 from __future__ import annotations
@@ -14,19 +18,21 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
-import torch
 
-from common.checkpoint import ModelMeta, load_checkpoint
-from common.inference import forward_probabilities
-from common.model import PhotoClassifier
+if TYPE_CHECKING:
+    from common.checkpoint import ModelMeta
+    from common.inference import Pixels
+    from common.model import PhotoClassifier
 
 __all__ = [
     "LoadedModel",
     "ModelSlot",
     "ModelUnhealthy",
+    "replica_cpu_threads",
     "replica_device",
     "resolve_model_uri",
 ]
@@ -39,16 +45,28 @@ class LoadedModel:
     model: PhotoClassifier
     meta: ModelMeta
     uri: str
+    device: str  # "cuda" or "cpu"
+
+    def probabilities(self, pixels: Pixels) -> np.ndarray:
+        """Calibrated P(AI-generated) of uint8 pixels (`common.inference`, the one forward
+        pass of serving, evaluation and training)."""
+        from common.inference import forward_probabilities  # imported with the model already
+
+        return forward_probabilities(self.model, self.meta, pixels, self.device)
 
 
-def replica_device() -> torch.device:
-    """CUDA when the replica was given a GPU, else the CPU with one torch thread per CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    # Oversubscribed OpenMP threads made a forward pass 10x slower on a contended core.
+def replica_device() -> str:
+    """ "cuda" when Ray gave this replica a GPU, else "cpu" (Ray hides the GPUs of a replica
+    that asked for none, so this is what torch would find)."""
+    gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+    return "cuda" if gpus else "cpu"
+
+
+def replica_cpu_threads() -> int:
+    """One torch thread per CPU Ray gave this replica (at least one): oversubscribed OpenMP
+    threads made a forward pass 10x slower on a contended core."""
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    return torch.device("cpu")
+    return max(1, int(cpus))
 
 
 class ModelUnhealthy(RuntimeError):
@@ -72,9 +90,10 @@ def resolve_model_uri(role: str, configured: str | None, override: str | None) -
 
 
 class ModelSlot:
-    def __init__(self, role: str, device: torch.device) -> None:
+    def __init__(self, role: str, device: str, cpu_threads: int | None = None) -> None:
         self.role = role
         self.device = device
+        self.cpu_threads = cpu_threads  # torch's threads on the CPU (None: torch's default)
         self.current: LoadedModel | None = None
         self.load_error: str | None = None  # why the last requested checkpoint is not serving
 
@@ -92,8 +111,7 @@ class ModelSlot:
             self.load_error = None
             return False
         try:
-            model, meta = await asyncio.to_thread(load_checkpoint, uri, self.device)
-            candidate = LoadedModel(model, meta, uri)
+            candidate = await asyncio.to_thread(_load_model, uri, self.device, self.cpu_threads)
             if prepare is not None:
                 await asyncio.to_thread(prepare, candidate)
         except Exception as exc:  # any failure: bad file, missing object, storage or MLflow error
@@ -106,7 +124,7 @@ class ModelSlot:
             )  # fmt: skip
             return False
         self.current, self.load_error = candidate, None
-        logger.info("%s model %s loaded from %s", self.role, meta.version, uri)
+        logger.info("%s model %s loaded from %s", self.role, candidate.meta.version, uri)
         return True
 
     async def check_forward(self) -> None:
@@ -117,7 +135,7 @@ class ModelSlot:
         if loaded is None:
             return
         try:
-            p = await asyncio.to_thread(_probe, loaded, self.device)
+            p = await asyncio.to_thread(_probe, loaded)
         except Exception as exc:  # whatever broke it, the replica cannot serve this model
             raise ModelUnhealthy(
                 f"{self.role} model {loaded.meta.version} cannot run a forward pass: {exc!r}"
@@ -126,7 +144,17 @@ class ModelSlot:
             raise ModelUnhealthy(f"{self.role} model {loaded.meta.version} answers p={p}")
 
 
-def _probe(loaded: LoadedModel, device: torch.device) -> float:
+def _load_model(uri: str, device: str, cpu_threads: int | None) -> LoadedModel:
+    import torch
+
+    from common.checkpoint import load_checkpoint
+
+    if device == "cpu" and cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
+    model, meta = load_checkpoint(uri, device)
+    return LoadedModel(model, meta, uri, device)
+
+
+def _probe(loaded: LoadedModel) -> float:
     size = loaded.meta.image_size
-    pixels = np.zeros((1, 3, size, size), np.uint8)
-    return float(forward_probabilities(loaded.model, loaded.meta, pixels, device)[0])
+    return float(loaded.probabilities(np.zeros((1, 3, size, size), np.uint8))[0])

@@ -147,6 +147,10 @@ def test_ray_ports_are_open_only_to_the_cluster_the_operator_and_prometheus():
     ]
     for rule in policy["spec"]["ingress"]:
         ports = {p["port"] for p in rule.get("ports", [])}
+        if rule.get("from") != [{"podSelector": policy["spec"]["podSelector"]}]:
+            # Ray 2.60 binds HAProxy's stats page (8404, no auth) and exporter (9101) on every
+            # interface, with no setting: only the Ray pods themselves may reach them
+            assert ports and not ports & {8404, 9101}, rule
         if "from" not in rule:  # open to anyone: only the Serve port
             assert ports == {8000}
         elif ports & {6379, 8265, 10001}:

@@ -13,7 +13,7 @@ from tests.conftest import make_checkpoint
 
 @pytest.fixture
 def slot(tmp_path) -> ModelSlot:
-    slot = ModelSlot("primary", torch.device("cpu"))
+    slot = ModelSlot("primary", "cpu")
     path = make_checkpoint(tmp_path / "m.safetensors", "slot-test", seed=5)
     assert asyncio.run(slot.load(str(path)))
     return slot
@@ -21,7 +21,7 @@ def slot(tmp_path) -> ModelSlot:
 
 def test_a_working_model_passes_and_a_slot_without_one_is_healthy(slot):
     asyncio.run(slot.check_forward())
-    empty = ModelSlot("shadow", torch.device("cpu"))  # a Shadow without model_uri
+    empty = ModelSlot("shadow", "cpu")  # a Shadow without model_uri
     asyncio.run(empty.check_forward())
 
 
