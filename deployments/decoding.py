@@ -13,6 +13,13 @@ photos' workers nor takes their cores. A replica's decode memory is at
 most `DECODE_WORKERS` + 1 times one upload's peak (about 4-9 bytes per decoded pixel for JPEG
 and PNG, 16 for WebP: docs/performance.md); further uploads wait their turn. The Ingress
 (`preprocess_in_ingress`), the Preprocessor and the Explainer's overlay use it.
+
+One kind of upload skips the pool: a one-pass JPEG (`common.image.is_one_pass_jpeg`: one
+sequential Huffman scan, what cameras and phones write) of at most `LARGE_PIXELS`. Its cost is
+bounded by its bytes (about 12 ms per MB here, so under 0.2 s at the 10 MB limit) and, as
+libjpeg downscales while decoding, its memory is a few MB; it decodes in the replica's
+threads, as the worker's round trip cost more than the decode itself (served throughput was
+0.7-0.8 x with every JPEG through the pool: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from common.image import (
     PreparedImage,
     declared_pixels,
     decode_image,
+    is_one_pass_jpeg,
     prepare_frames,
 )
 from deployments.errors import unavailable
@@ -97,6 +105,10 @@ class ImageDecoder:
 
     async def _run(self, function, data: bytes, *args):
         large = declared_pixels(data) > LARGE_PIXELS
+        if not large and is_one_pass_jpeg(data):
+            # bounded by its size (under 0.2 s at the 10 MB limit here) and, downscaled by
+            # libjpeg, a few MB: a worker's round trip would cost more than it protects
+            return await asyncio.to_thread(function, data, *args)
         timeout_s = self.timeout_s * (LARGE_TIMEOUT_FACTOR if large else 1)
         try:
             future = self._pool(large).schedule(function, args=(data, *args), timeout=timeout_s)

@@ -13,6 +13,7 @@ from common.image import (
     ImageLimits,
     ImageTooLarge,
     decode_image,
+    is_one_pass_jpeg,
     jpeg_scan_count,
     prepare_frames,
     prepare_image,
@@ -44,6 +45,23 @@ def test_a_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding()
 )
 def test_scans_are_counted_from_the_markers(data, scans):
     assert jpeg_scan_count(data) == scans
+
+
+@pytest.mark.parametrize(
+    ("data", "one_pass"),
+    [
+        (encode(crop(0)), True),  # baseline: what cameras and phones write
+        (encode(crop(0).convert("L")), True),
+        (mpo(crop(0), [crop(1, size=(48, 36))]), True),  # judged by its primary picture
+        (encode(crop(0), progressive=True), False),
+        (scan_bomb(side=64, repeats=150), False),
+        (encode(crop(0))[:200], False),  # no scan yet: the pool's decoder says what is wrong
+        (encode(crop(0), "PNG"), False),
+    ],
+    ids=["baseline", "baseline-grey", "mpo", "progressive", "bomb", "cut-short", "png"],
+)
+def test_one_pass_jpegs_are_told_from_the_marker_segments(data, one_pass):
+    assert is_one_pass_jpeg(data) is one_pass
 
 
 def test_an_exif_thumbnail_does_not_count_as_scans():

@@ -1,14 +1,16 @@
 """The decode pool: a decode past its deadline is stopped (its worker killed, 413
-`too_costly`), the pool goes on decoding, and at most `workers` decodes run at once."""
+`too_costly`), the pool goes on decoding, and at most `workers` decodes run at once; a
+one-pass JPEG, whose cost its size bounds, decodes in the replica without a worker."""
 
 import asyncio
 import time
 
+import psutil
 import pytest
 
 from common.image import ImageLimits, ImageTooCostly, prepare_image
 from deployments.decoding import ImageDecoder
-from tests.images import crop, grey16_png, image_bytes, scan_bomb
+from tests.images import crop, encode, grey16_png, image_bytes, scan_bomb
 
 SIZE = 32
 UNBOUNDED_SCANS = ImageLimits(max_scans=1_000_000)  # so the bomb reaches the decoder
@@ -17,7 +19,7 @@ UNBOUNDED_SCANS = ImageLimits(max_scans=1_000_000)  # so the bomb reaches the de
 @pytest.fixture
 def decoder():
     decoder = ImageDecoder(workers=2, timeout_s=1.0)
-    asyncio.run(decoder.prepare_frames(image_bytes(0), SIZE, ImageLimits()))  # workers started
+    asyncio.run(decoder.prepare_frames(image_bytes(0, "PNG"), SIZE, ImageLimits()))  # started
     yield decoder
     decoder.close()
 
@@ -28,7 +30,7 @@ def test_a_decode_past_its_deadline_is_stopped_and_the_pool_keeps_working(decode
         with pytest.raises(ImageTooCostly, match="longer than 1 s") as refused:
             await decoder.prepare_frames(scan_bomb(), SIZE, UNBOUNDED_SCANS)  # ~16 s of CPU
         stopped_after = time.perf_counter() - started
-        frames = await decoder.prepare_frames(image_bytes(1), SIZE, ImageLimits())
+        frames = await decoder.prepare_frames(image_bytes(1, "PNG"), SIZE, ImageLimits())
         return refused.value, stopped_after, frames
 
     error, stopped_after, frames = asyncio.run(run())
@@ -38,7 +40,8 @@ def test_a_decode_past_its_deadline_is_stopped_and_the_pool_keeps_working(decode
 
 
 def test_decodes_beyond_the_pool_size_wait_and_each_gets_the_same_pixels(decoder):
-    data = [image_bytes(i) for i in range(6)]
+    data = [image_bytes(i, "PNG") for i in range(3)]
+    data += [image_bytes(i, "WEBP") for i in range(3)]
 
     async def run():
         return await asyncio.gather(*(decoder.prepare_frames(d, SIZE, ImageLimits()) for d in data))
@@ -48,10 +51,31 @@ def test_decodes_beyond_the_pool_size_wait_and_each_gets_the_same_pixels(decoder
         assert (frames[0].pixels == prepare_image(d, SIZE).pixels).all()
 
 
-def test_the_overlay_photo_is_decoded_small_in_a_worker(decoder):
-    photo = asyncio.run(decoder.overlay_photo(image_bytes(0), ImageLimits(), 48, 0))
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_the_overlay_photo_is_decoded_small(decoder, fmt):
+    photo = asyncio.run(decoder.overlay_photo(image_bytes(0, fmt), ImageLimits(), 48, 0))
     assert (photo.mode, max(photo.size)) == ("RGB", 48)
     assert photo.size == (48, 36) and crop(0).size == (96, 72)
+
+
+def _decode_workers() -> set[int]:
+    # the fork server and its workers: every process this one started
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def test_a_one_pass_jpeg_decodes_without_a_worker_and_the_others_in_one():
+    decoder = ImageDecoder(workers=2, timeout_s=5.0)
+    baseline, progressive = image_bytes(3), encode(crop(3), progressive=True)
+    before = _decode_workers()
+    try:
+        (frame,) = asyncio.run(decoder.prepare_frames(baseline, SIZE, ImageLimits()))
+        assert (frame.pixels == prepare_image(baseline, SIZE).pixels).all()
+        assert _decode_workers() == before
+        (frame,) = asyncio.run(decoder.prepare_frames(progressive, SIZE, ImageLimits()))
+        assert (frame.pixels == prepare_image(progressive, SIZE).pixels).all()
+        assert _decode_workers() > before
+    finally:
+        decoder.close()
 
 
 def test_big_uploads_leave_a_worker_to_the_usual_photos():
@@ -66,11 +90,11 @@ def test_big_uploads_leave_a_worker_to_the_usual_photos():
 
     async def run():
         await asyncio.gather(
-            decode("big-1", big), decode("big-2", big), decode("photo", image_bytes(2))
+            decode("big-1", big), decode("big-2", big), decode("photo", image_bytes(2, "PNG"))
         )
 
     try:
-        asyncio.run(decoder.prepare_frames(image_bytes(0), SIZE, ImageLimits()))  # started
+        asyncio.run(decoder.prepare_frames(image_bytes(0, "PNG"), SIZE, ImageLimits()))  # started
         asyncio.run(run())
     finally:
         decoder.close()
