@@ -31,9 +31,10 @@ def _listener(port: int) -> psutil.Process | None:
 
 
 def _user_environment(model_uri: Path) -> dict[str, str]:
-    """This session's environment without its Ray and Serve settings (a user's shell has
-    none; serving.env brings the tuned ones), and the test checkpoint as MODEL_URI."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    """A user's shell, not this session's environment (its Ray and Serve settings, the test
+    app's API keys): serving.env brings the tuned settings; the test checkpoint as MODEL_URI."""
+    shell = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR")
+    env = {k: os.environ[k] for k in shell if k in os.environ}
     return env | {"MODEL_URI": str(model_uri), "RAY_ADDRESS": "local"}
 
 
