@@ -1,5 +1,6 @@
 """Bounded decoding for the deployments that decode uploads: a small pool of worker processes
-per replica, each decode with a deadline that really stops it.
+per replica, each decode there with a deadline that really stops it (one-pass JPEGs, whose
+cost their size bounds, decode in the replica's threads: last paragraph).
 
 libjpeg, libpng and libwebp cannot be interrupted from Python, and a thread cannot be killed,
 so `common.image` runs in `pebble` worker processes: a decode past `DECODE_TIMEOUT_S` has its
