@@ -63,8 +63,17 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit --quiet -c pyproject.toml -r common deployments train tune bench observe
 
+# Two pytest processes side by side: the tests that start no Ray (tests/common, tests/deploy:
+# files, images, manifests, about 2 minutes) beside those that share one Ray instance, which
+# spend much of their time waiting on replicas; the first's report is printed after the second's.
+NO_RAY_TESTS := tests/common tests/deploy
 test: lint
-	$(BIN)/python -m pytest
+	@log=$$(mktemp); \
+	$(BIN)/python -m pytest -p no:cacheprovider $(NO_RAY_TESTS) > $$log 2>&1 & no_ray=$$!; \
+	$(BIN)/python -m pytest $(addprefix --ignore=,$(NO_RAY_TESTS)); rc=$$?; \
+	wait $$no_ray; no_ray_rc=$$?; \
+	echo "--- $(NO_RAY_TESTS) (run beside the above) ---"; cat $$log; rm -f $$log; \
+	[ $$rc -eq 0 ] && [ $$no_ray_rc -eq 0 ]
 
 clean-demo:
 	rm -rf $(DEMO_DATA) artifacts/demo

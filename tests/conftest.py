@@ -89,6 +89,18 @@ def ray_instance():
     os.environ["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] = str(HAPROXY_CLIENT_TIMEOUT_S)
     # Tests call handles synchronously from this driver, which needs Serve's router loop.
     os.environ["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] = "1"
+    # Ingress replicas listen on ports from Serve's range (30000-31000 HTTP, 40000-41000
+    # gRPC), and HAProxy's fallback proxy on 8500, with SO_REUSEPORT: two Serve instances on
+    # one machine would share those ports and the kernel split each one's connections between
+    # them. This session keeps out of what a `make serve` or a benchmark takes
+    # (test_make_serve.py met it).
+    os.environ |= {
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "31100",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "31600",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "41100",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "41600",
+    }
     # address="local": an instance of its own, even where `ray start` left a cluster running
     # Replicas export their metrics every 2 s instead of Ray's 10 s: the tests that wait for a
     # count to reach /metrics wait a fifth as long.
@@ -120,7 +132,8 @@ def app_config(port: int, checkpoints: dict[str, Path]) -> dict:
     config["http_options"]["port"] = port
     app = config["applications"][0]
     # Keys as the RayService mounts them: a file of SHA-256 digests. Plain keys in runtime_env
-    # env_vars would be written to Ray's logs (tests/deploy/test_secrets.py greps for them).
+    # env_vars would be written to Ray's logs (tests/deployments/test_secrets_in_logs.py greps
+    # for them).
     hashes = Path(tempfile.mkdtemp(prefix="api-keys-")) / "api-key-hashes"
     hashes.write_text("".join(hash_api_key(key) + "\n" for key in TEST_KEYS))
     anchors = write_trust_anchors(Path(tempfile.mkdtemp(prefix="c2pa-anchors-")) / "roots.pem")
