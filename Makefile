@@ -66,10 +66,12 @@ lint: $(VENV)/.installed-dev
 # Two pytest processes side by side: the tests that start no Ray (tests/common, tests/deploy:
 # files, images, manifests, about 2 minutes) beside those that share one Ray instance, which
 # spend much of their time waiting on replicas; the first's report is printed after the second's.
+# The first runs at nice 10, so it takes only the CPU the Ray tests leave (their load drills
+# and timeouts keep their pace).
 NO_RAY_TESTS := tests/common tests/deploy
 test: lint
 	@log=$$(mktemp); \
-	$(BIN)/python -m pytest -p no:cacheprovider $(NO_RAY_TESTS) > $$log 2>&1 & no_ray=$$!; \
+	nice -n 10 $(BIN)/python -m pytest -p no:cacheprovider $(NO_RAY_TESTS) > $$log 2>&1 & no_ray=$$!; \
 	$(BIN)/python -m pytest $(addprefix --ignore=,$(NO_RAY_TESTS)); rc=$$?; \
 	wait $$no_ray; no_ray_rc=$$?; \
 	echo "--- $(NO_RAY_TESTS) (run beside the above) ---"; cat $$log; rm -f $$log; \
