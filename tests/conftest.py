@@ -195,16 +195,19 @@ def reconfigured(app: ServedApp, user_configs: dict[str, dict]) -> Iterator[dict
         deploy(app.config)
 
 
-def metric_series(url: str, sample: str, **labels: str) -> dict[tuple, float]:
-    """Each replica's series of `sample` (e.g. `ray_ppd_shadow_errors_total`) in the app's
-    GET /metrics whose labels include `labels`, keyed by its labels."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
+def _series_in(text: str, sample: str, labels: dict[str, str]) -> dict[tuple, float]:
     return {
         tuple(sorted(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
         if s.name == sample and labels.items() <= s.labels.items()
     }
+
+
+def metric_series(url: str, sample: str, **labels: str) -> dict[tuple, float]:
+    """Each replica's series of `sample` (e.g. `ray_ppd_shadow_errors_total`) in the app's
+    GET /metrics whose labels include `labels`, keyed by its labels."""
+    return _series_in(httpx.get(f"{url}/metrics", timeout=30).text, sample, labels)
 
 
 def metric_value(url: str, sample: str, **labels: str) -> float:
@@ -235,16 +238,29 @@ class MetricCount:
         return grown
 
 
-def count_from_now(url: str, sample: str, **labels: str) -> MetricCount:
-    """A `MetricCount` from the replicas' settled values (the same twice, one export round
-    apart), so traffic of earlier tests still being exported is not counted."""
-    before = metric_series(url, sample, **labels)
+def counts_from_now(url: str, *queries: tuple[str, dict[str, str]]) -> list[MetricCount]:
+    """A `MetricCount` for each (sample, labels) query, from the replicas' settled values (all
+    the same twice, one export round apart), so traffic of earlier tests still being exported
+    is not counted. One settling for all of them: each takes an export round or two."""
+
+    def read() -> list[dict[tuple, float]]:
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        return [_series_in(text, sample, labels) for sample, labels in queries]
+
+    before = read()
     while True:
         time.sleep(METRICS_EXPORT_S * 1.5)
-        again = metric_series(url, sample, **labels)
+        again = read()
         if again == before:
-            return MetricCount(url, sample, labels, before)
+            return [MetricCount(url, sample, labels, series)
+                    for (sample, labels), series in zip(queries, before, strict=True)]  # fmt: skip
         before = again
+
+
+def count_from_now(url: str, sample: str, **labels: str) -> MetricCount:
+    """`counts_from_now` of one sample."""
+    (count,) = counts_from_now(url, (sample, labels))
+    return count
 
 
 _keys = itertools.cycle(TEST_KEYS)

@@ -19,7 +19,7 @@ from tests.conftest import (
     APP_NAME,
     METRICS_EXPORT_S,
     TEST_IMAGE_SIZE,
-    count_from_now,
+    counts_from_now,
     deployment,
     reconfigured,
 )
@@ -93,8 +93,11 @@ def test_the_ingress_sends_concurrent_requests_down_as_one_call(served_app, clas
     singles = {i: classifier.remote(prepare_image(images[i], TEST_IMAGE_SIZE)).result()
                for i in range(8)}  # fmt: skip
     with reconfigured(served_app, {"Ingress": {"gather_max_images": 8, "gather_wait_s": 1.0}}):
-        passes = count_from_now(url, "ray_ppd_batch_size_count", role="primary")
-        answered = count_from_now(url, "ray_ppd_predictions_total")
+        passes, answered = counts_from_now(
+            url,
+            ("ray_ppd_batch_size_count", {"role": "primary"}),
+            ("ray_ppd_predictions_total", {}),
+        )
 
         def send(data: bytes) -> dict:
             with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=60) as http:

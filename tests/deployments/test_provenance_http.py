@@ -8,7 +8,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import count_from_now
+from tests.conftest import counts_from_now
 from tests.provenance_fixtures import case_names, cases
 
 pytestmark = pytest.mark.serve
@@ -75,8 +75,11 @@ def test_explain_and_batch_carry_provenance_too(client):
 
 def test_declarations_are_counted_in_metrics(served_app, client):
     url = served_app.url
-    declared = count_from_now(url, "ray_ppd_provenance_declared_total", declared="ai_generated")
-    agreement = count_from_now(url, "ray_ppd_provenance_agreement_total")
+    declared, agreement = counts_from_now(
+        url,
+        ("ray_ppd_provenance_declared_total", {"declared": "ai_generated"}),
+        ("ray_ppd_provenance_agreement_total", {}),
+    )
     for name in ("ai_declared_untrusted_signer", "xmp_trained_algorithmic_media"):
         data = cases("WEBP")[name].data
         assert client.post("/predict", files={"file": ("d.webp", data)}).status_code == 200

@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import count_from_now, reconfigured
+from tests.conftest import count_from_now, counts_from_now, reconfigured
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.serve
@@ -54,10 +54,13 @@ def test_slow_or_failing_shadow_leaves_predict_unchanged_and_mirrors_every_image
 
 def test_mirrored_images_are_compared_with_the_primary(served_app, client):
     url = served_app.url
-    compared = count_from_now(url, "ray_ppd_shadow_comparisons_total")
-    diffs = count_from_now(url, "ray_ppd_shadow_probability_diff_count")
-    agreed = count_from_now(url, "ray_ppd_shadow_comparisons_total", agreement="agree")
-    disagreed = count_from_now(url, "ray_ppd_shadow_comparisons_total", agreement="disagree")
+    compared, diffs, agreed, disagreed = counts_from_now(
+        url,
+        ("ray_ppd_shadow_comparisons_total", {}),
+        ("ray_ppd_shadow_probability_diff_count", {}),
+        ("ray_ppd_shadow_comparisons_total", {"agreement": "agree"}),
+        ("ray_ppd_shadow_comparisons_total", {"agreement": "disagree"}),
+    )
     with reconfigured(served_app, {"Ingress": {"shadow_fraction": 1.0}}):
         for i in range(6):
             response = client.post("/predict", files={"file": ("m.jpg", image_bytes(i))})
