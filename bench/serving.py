@@ -2,7 +2,9 @@
 
 Run on one machine in one go: the limit in this process, then the plain FastAPI server, then
 the Ray Serve application from `serve_config.yaml` (`serve run`, rate limit off), each driven by
-the same `hey` load at every concurrency. Prints a table with the ratios and writes JSON.
+the same `hey` load at every concurrency. Prints a table with the ratios and writes JSON;
+the baseline's and the served graph's rows carry their CPU per request by process role
+(`bench.process_cpu`: which replica to make cheaper when the graph is CPU-bound).
 
     python -m bench.serving --help
 """
@@ -29,6 +31,7 @@ import ray
 import torch
 import yaml
 
+from bench import process_cpu
 from bench.gpu_monitor import GpuSampler
 from bench.inputs import make_inputs
 from bench.limit import measure_limit
@@ -275,17 +278,24 @@ def benchmark(
     requests: int,
     headers: dict[str, str] | None = None,
     gpu: GpuSampler | None = None,
+    cpu_root: int | None = None,
 ) -> list[dict]:
     """One row per concurrency (after a warm-up); with `gpu`, each row has the GPU's
-    utilisation while that level ran."""
+    utilisation while that level ran; with `cpu_root` (the server's process), the CPU
+    milliseconds per request of that process tree, by role (`bench.process_cpu`)."""
     run_load(f"{url}/predict", images, concurrency=2, requests=20, headers=headers)  # warm-up
     rows = []
     for concurrency in concurrencies:
         started = time.monotonic()
+        cpu_before = process_cpu.snapshot(cpu_root) if cpu_root is not None else None
         result = run_load(
             f"{url}/predict", images, concurrency, max(requests, concurrency * 4), headers=headers
         )
         rows.append(result.summary())
+        if cpu_before is not None:
+            rows[-1]["cpu_ms_per_request"] = process_cpu.per_request(
+                cpu_before, process_cpu.snapshot(cpu_root), result.requests
+            )
         if gpu is not None:
             rows[-1]["gpu"] = gpu.window(started, time.monotonic())
         print(f"  c={concurrency:<3} {rows[-1]}", flush=True)
@@ -328,6 +338,10 @@ def print_table(report: dict) -> None:
                 r = report["ratios"][row["concurrency"]]
                 line += f"{r['served_over_limit']:>14.2f}{(r['served_over_baseline'] or 0):>13.2f}"
             print(line)
+            if cpu := row.get("cpu_ms_per_request"):
+                print(" " * 13 + "CPU ms/request: " + ", ".join(
+                    f"{role} {ms:.1f}" for role, ms in cpu.items() if ms >= 0.1
+                ))  # fmt: skip
     for row in report.get("served_batch", []):
         limit_ratio = row["images_per_s"] / report["limit"]["images_per_s"]
         print(
@@ -376,8 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_healthy(f"http://127.0.0.1:{args.baseline_port}", baseline)
         report["baseline"] = benchmark(
-            f"http://127.0.0.1:{args.baseline_port}", images, args.concurrency, args.requests
-        )
+            f"http://127.0.0.1:{args.baseline_port}", images, args.concurrency, args.requests,
+            cpu_root=baseline.pid,
+        )  # fmt: skip
     finally:
         stop(baseline)
 
@@ -387,8 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_healthy(f"http://127.0.0.1:{args.served_port}", served)
         report["served"] = benchmark(
-            f"http://127.0.0.1:{args.served_port}", images, args.concurrency, args.requests
-        )
+            f"http://127.0.0.1:{args.served_port}", images, args.concurrency, args.requests,
+            cpu_root=served.pid,
+        )  # fmt: skip
         print("served, /predict/batch with 10 images a request", flush=True)
         report["served_batch"] = [
             run_load(

@@ -1,6 +1,7 @@
 """A short run of `make bench`'s code paths: the limit, the one-process baseline, the load
 generator against the served application, and the report."""
 
+import os
 import shutil
 
 import pytest
@@ -53,14 +54,24 @@ def test_limit_baseline_and_served_figures(served_app, checkpoints, inputs, api_
     baseline_server = start_baseline(checkpoints["primary"], port)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", baseline_server)
-        baseline = benchmark(f"http://127.0.0.1:{port}", inputs, [1, 4], requests=8)
+        baseline = benchmark(
+            f"http://127.0.0.1:{port}", inputs, [1, 4], requests=8, cpu_root=baseline_server.pid
+        )
     finally:
         stop(baseline_server)
-    served = benchmark(served_app.url, inputs, [1, 4], requests=8, headers={"X-API-Key": api_key})
+    served = benchmark(  # the session's Ray instance runs below this process
+        served_app.url, inputs, [1, 4], requests=8, headers={"X-API-Key": api_key},
+        cpu_root=os.getpid(),
+    )  # fmt: skip
 
     for row in baseline + served:
         assert row["errors"] == 0, row
         assert row["images_per_s"] > 0 and row["p50_ms"] <= row["p99_ms"]
+    # CPU per request by role: the one-process baseline spends some; in the served graph the
+    # replicas are found by their deployments' names
+    assert sum(row["cpu_ms_per_request"]["total"] for row in baseline) > 0
+    for role in ("Ingress", "Classifier"):
+        assert sum(row["cpu_ms_per_request"].get(role, 0) for row in served) > 0, served
     report = {
         "machine": {},
         "limit": limit,
@@ -70,7 +81,8 @@ def test_limit_baseline_and_served_figures(served_app, checkpoints, inputs, api_
     }
     assert set(report["ratios"]) == {1, 4}
     print_table(report)
-    assert "served/limit" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "served/limit" in printed and "CPU ms/request: " in printed
 
 
 def test_load_generator_counts_every_status(served_app, inputs):
