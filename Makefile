@@ -71,10 +71,9 @@ lint: $(VENV)/.installed-dev
 # Two pytest processes side by side: the tests that start no Ray (tests/common, tests/deploy:
 # files, images, manifests, about 2 minutes) beside those that share one Ray instance, which
 # spend much of their time waiting on replicas; the first's report is printed after the second's.
-# The first runs at nice 19, so it takes only the CPU the Ray tests leave (their load drills
-# and timeouts keep their pace): Ray starts its workers, the replicas among them, at nice 15
-# (its worker_niceness): a nice 10 neighbour outweighed them 3 to 1, at 19 they outweigh it
-# 2 to 1.
+# The first runs at nice 19, so the Ray tests keep most of the CPU (their load drills and
+# timeouts keep their pace). Ray starts its workers, the replicas among them, at nice 15 (its
+# worker_niceness): a nice 10 neighbour outweighed them 3 to 1; at 19 they outweigh it 2 to 1.
 NO_RAY_TESTS := tests/common tests/deploy
 test: lint
 	@log=$$(mktemp); \
