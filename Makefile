@@ -45,10 +45,12 @@ demo: $(DEMO_MODEL)
 # end, the binary bundled with ray[serve]); once /health answers, print where to send requests.
 # HAProxy's files go to a new folder only this user can enter (mktemp -d: mode 700), since its
 # admin socket is mode 666; a short path, as Ray adds a 40-character folder and a Unix socket
-# path may hold at most 97 characters.
+# path may hold at most 97 characters. On exit the folder goes, with the HAProxy that read it
+# if it is still running (Ctrl-C stops it with the rest; a SIGTERM to `serve run` does not).
 serve: | $(VENV)/.installed-demo
 	@set -a; . ./serving.env; set +a; \
 	haproxy_dir=$$(mktemp -d /tmp/ppd-haproxy-XXXXXX) || exit 1; \
+	trap 'pkill -f "$$haproxy_dir/" 2>/dev/null; rm -rf "$$haproxy_dir"' EXIT; \
 	export RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=$$haproxy_dir/haproxy.cfg \
 		RAY_SERVE_HAPROXY_SOCKET_PATH=$$haproxy_dir/admin.sock \
 		RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=$$haproxy_dir/metrics.sock \

