@@ -41,12 +41,14 @@ $(DEMO_MODEL): | $(DEMO_DATA)/demo_manifest.json
 demo: $(DEMO_MODEL)
 	@$(MAKE) --no-print-directory serve
 
-# `serve run` in the foreground with the tuned settings of serving.env (Serve's HAProxy front
-# end, the binary bundled with ray[serve]); once /health answers, print where to send requests.
+# `serve run` of SERVE_CONFIG in the foreground with the tuned settings of serving.env (Serve's
+# HAProxy front end, the binary bundled with ray[serve]); once /health answers, print where to
+# send requests. `make bench-startup` starts Serve's smallest application this way too.
 # HAProxy's files go to a new folder only this user can enter (mktemp -d: mode 700), since its
 # admin socket is mode 666; a short path, as Ray adds a 40-character folder and a Unix socket
 # path may hold at most 97 characters. On exit the folder goes, with the HAProxy that read it
 # if it is still running (Ctrl-C stops it with the rest; a SIGTERM to `serve run` does not).
+SERVE_CONFIG ?= serve_config.yaml
 serve: | $(VENV)/.installed-demo
 	@set -a; . ./serving.env; set +a; \
 	haproxy_dir=$$(mktemp -d /tmp/ppd-haproxy-XXXXXX) || exit 1; \
@@ -56,7 +58,7 @@ serve: | $(VENV)/.installed-demo
 		RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=$$haproxy_dir/metrics.sock \
 		RAY_SERVE_HAPROXY_SERVER_STATE_BASE=$$haproxy_dir \
 		RAY_SERVE_HAPROXY_SERVER_STATE_FILE=$$haproxy_dir/server-state; \
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/serve run serve_config.yaml & pid=$$!; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/serve run $(SERVE_CONFIG) & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid' INT TERM; \
 	until $(BIN)/python -c "import urllib.request as u; u.urlopen('http://$(HOST):$(PORT)/health', timeout=2)" 2>/dev/null; do \
 		kill -0 $$pid 2>/dev/null || exit 1; sleep 1; \
@@ -89,7 +91,7 @@ clean-demo:
 	rm -rf $(DEMO_DATA) artifacts/demo
 
 # --- Performance and resilience (docs/performance.md); need `hey` (apt-get install hey) -----
-.PHONY: bench resilience
+.PHONY: bench bench-startup resilience
 
 bench: $(DEMO_MODEL) | $(VENV)/.installed-dev
 	@command -v hey >/dev/null || { echo "bench needs hey: apt-get install hey"; exit 2; }
@@ -108,6 +110,11 @@ bench-gpu:
 # run it before spending a lent GPU's minutes.
 bench-gpu-rehearsal: | $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m rehearsal tests/bench/test_gpu_run.py
+
+# A second `make serve` until /health answers, against Ray Serve's own floor (one replica that
+# says "ok") started the same way, in interleaved rounds; about 90 s a round here.
+bench-startup: $(DEMO_MODEL) | $(VENV)/.installed-dev
+	$(BIN)/python -m bench.startup
 
 resilience: $(DEMO_MODEL) | $(VENV)/.installed-dev
 	@command -v hey >/dev/null || { echo "resilience needs hey: apt-get install hey"; exit 2; }

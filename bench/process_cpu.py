@@ -23,7 +23,10 @@ __all__ = ["per_request", "role_of", "snapshot"]
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 # Ray names a replica's worker "ray::ServeReplica:<app>:<deployment>"
 _REPLICA = re.compile(r"ServeReplica:[^:\s]+:([A-Za-z0-9_]+)")
-_RAY_PARTS = ("ServeController", "ProxyActor", "raylet", "gcs_server", "dashboard", "runtime_env")
+_RAY_PARTS = (
+    "ServeController", "ProxyActor", "HAProxyManager", "raylet", "gcs_server",
+    "DashboardAgent", "RuntimeEnvAgent", "dashboard", "runtime_env",
+)  # fmt: skip
 
 
 def role_of(command_line: str) -> str:
