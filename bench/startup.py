@@ -25,12 +25,13 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import TypedDict
 
 import yaml
 
 from bench import process_cpu
 
-__all__ = ["floor_config", "main", "start_up", "summarise"]
+__all__ = ["StartUp", "floor_config", "main", "start_up", "summarise", "user_environment"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "artifacts" / "bench" / "startup.json"
@@ -40,8 +41,11 @@ STOP_TIMEOUT_S = 90
 POLL_S = 0.2
 
 
-# One start: {"seconds": until /health answered, "cpu_s": {role: CPU seconds at that moment}}
-StartUp = dict
+class StartUp(TypedDict):
+    """One start: the seconds until /health answered, and the CPU seconds by role then."""
+
+    seconds: float
+    cpu_s: dict[str, float]
 
 
 def floor_config(path: Path) -> Path:
@@ -55,7 +59,7 @@ def floor_config(path: Path) -> Path:
     return path
 
 
-def _user_environment() -> dict[str, str]:
+def user_environment() -> dict[str, str]:
     """A user's shell (serving.env brings the Serve settings): no RAY_* or app settings of the
     calling process, a Ray instance of its own."""
     shell = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR")
@@ -79,7 +83,7 @@ def start_up(serve_config: str | None, log: Path) -> StartUp:
     started = time.monotonic()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=_user_environment(), stdout=out, stderr=subprocess.STDOUT,
+            command, cwd=ROOT, env=user_environment(), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # nosec B603
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip

