@@ -213,14 +213,8 @@ def stage_served(args) -> dict:
         served_probabilities,
     )
     from bench.gpu_monitor import GpuSampler
-    from bench.serving import (
-        benchmark,
-        free_port,
-        gpu_serve_changes,
-        start_served,
-        stop,
-        wait_healthy,
-    )
+    from bench.server_process import free_port, stop, wait_healthy
+    from bench.serving import benchmark, gpu_serve_changes, start_served
 
     checkpoint, images = _checkpoint(args), _images(args)
     changes = gpu_serve_changes(_cores(), args.device)
@@ -255,7 +249,8 @@ def stage_served(args) -> dict:
 
 def stage_baseline(args) -> dict:
     from bench.gpu_monitor import GpuSampler
-    from bench.serving import benchmark, free_port, start_baseline, stop, wait_healthy
+    from bench.server_process import free_port, stop, wait_healthy
+    from bench.serving import benchmark, start_baseline
 
     port = free_port()
     process = start_baseline(_checkpoint(args), port, args.device, _threads(args))

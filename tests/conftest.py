@@ -23,7 +23,7 @@ import torch
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.serving import free_port, serving_env
+from bench.server_process import free_port, serving_env
 from common.checkpoint import ModelMeta, save_checkpoint
 from common.drift import window_statistics
 from common.image import prepare_image

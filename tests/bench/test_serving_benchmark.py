@@ -9,17 +9,9 @@ import pytest
 from bench.inputs import make_inputs, multipart_body
 from bench.limit import measure_limit
 from bench.load import run_load
-from bench.serving import (
-    at_image_size,
-    benchmark,
-    print_table,
-    ratios,
-    start_baseline,
-    stop,
-    wait_healthy,
-)
+from bench.server_process import free_port, stop, wait_healthy
+from bench.serving import at_image_size, benchmark, print_table, ratios, start_baseline
 from common.checkpoint import load_checkpoint
-from tests.conftest import free_port
 
 pytestmark = [
     pytest.mark.serve,

@@ -2,6 +2,9 @@
 Serve accepts and starts as `make serve` starts the graph, and the report's medians and ratios.
 (`tests/deployments/test_make_serve.py` runs `make serve` itself end to end.)"""
 
+import subprocess
+import sys
+
 import yaml
 from ray.serve.deployment import Application
 from ray.serve.schema import ServeDeploySchema
@@ -20,6 +23,13 @@ def test_the_floor_config_is_serve_config_yaml_with_the_one_replica_app(tmp_path
     (app,) = floor["applications"]
     assert app["import_path"] == "bench.serve_floor:app"
     assert isinstance(bench.serve_floor.app, Application)
+
+
+def test_the_measuring_process_imports_neither_torch_nor_ray():
+    # its CPU and imports would compete with the start it times
+    code = "import sys, bench.startup; print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 def _start(seconds: float, **cpu: float) -> dict:

@@ -21,7 +21,7 @@ import time
 import pytest
 import yaml
 
-from bench.serving import free_port
+from bench.server_process import free_port
 from common.settings import hash_api_key
 from tests.conftest import make_checkpoint
 from tests.deploy.manifests import EXAMPLE_ENV, ROOT, load_one, render
