@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import statistics
-import subprocess  # nosec B404
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import process_cpu
 from bench.load import LoadResult, run_load
 from bench.serving import with_changes
 
@@ -62,6 +62,10 @@ class Target:
     deploy: Callable[[dict], None]  # apply a whole serve config, as `serve deploy` does
     config: dict  # the config the application runs with now
     images: list[Path]
+    ray_root: int  # the process that started the application's Ray instance
+
+    def replica_pids(self, deployment: str) -> list[int]:
+        return replica_pids(deployment, self.ray_root)
 
     def load(self, concurrency: int, requests: int) -> LoadResult:
         return run_load(f"{self.url}/predict", self.images, concurrency, requests, self.headers())
@@ -73,15 +77,11 @@ class Target:
         self.deploy(self.config)
 
 
-def replica_pids(deployment: str) -> list[int]:
-    """PIDs of the replica processes of `deployment` (Ray titles them ServeReplica:app:name)."""
-    found = subprocess.run(  # nosec B603 B607
-        ["pgrep", "-f", f"ServeReplica:{APP}:{deployment}"],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return sorted(int(pid) for pid in found.stdout.split())
+def replica_pids(deployment: str, ray_root: int) -> list[int]:
+    """PIDs of the live replicas of `deployment` in the Ray instance that `ray_root` started
+    (Ray titles them ServeReplica:app:name), and not another instance's on the machine."""
+    title = f"ServeReplica:{APP}:{deployment}"
+    return sorted(pid for pid, command in process_cpu.tree(ray_root).items() if title in command)
 
 
 def rss_mib(pid: int) -> float:
@@ -121,18 +121,20 @@ def sustained_load(target: Target, size: DrillSize) -> Verdict:
 def replica_killed(target: Target, size: DrillSize) -> Verdict:
     """SIGKILL one Classifier replica under load; the ingress retries once on another and
     Serve starts a replacement."""
-    before = replica_pids("Classifier")
+    before = target.replica_pids("Classifier")
     if len(before) < 2:
         return Verdict("classifier_killed", False, f"needs >= 2 Classifier replicas: {before}")
     result = _under_load(
         target, 16, size.killed, lambda: os.kill(before[0], signal.SIGKILL), size.fault_after_s
     )
+
+    def replaced() -> bool:  # as many Classifier replicas as before, the killed one not among them
+        return len(set(target.replica_pids("Classifier")) - {before[0]}) >= len(before)
+
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and len(set(replica_pids("Classifier")) - {before[0]}) < len(
-        before
-    ):
+    while time.monotonic() < deadline and not replaced():
         time.sleep(1)
-    back = len(set(replica_pids("Classifier")) - {before[0]}) >= len(before)
+    back = replaced()
     success = result.ok / max(result.requests, 1)
     passed = success >= 0.999 and back and result.requests >= size.killed
     return Verdict(
@@ -262,9 +264,9 @@ def memory_growth(target: Target, size: DrillSize) -> Verdict:
     early = max(1, size.memory // 10)
     deployments = ("Ingress", "Preprocessor", "Classifier", "Shadow", "Explainer", "DriftMonitor")
     target.load(8, early)
-    at_early = {d: {pid: rss_mib(pid) for pid in replica_pids(d)} for d in deployments}
+    at_early = {d: {pid: rss_mib(pid) for pid in target.replica_pids(d)} for d in deployments}
     target.load(8, size.memory - early)
-    at_end = {d: {pid: rss_mib(pid) for pid in replica_pids(d)} for d in deployments}
+    at_end = {d: {pid: rss_mib(pid) for pid in target.replica_pids(d)} for d in deployments}
     growth = {
         f"{d}:{pid}": round(at_end[d][pid] / before - 1.0, 4)
         for d in deployments

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.drills import Target, Verdict, replica_pids
+from bench.drills import Target, Verdict
 
 __all__ = ["HostileClients", "grey16_png", "hostile_uploads", "scan_bomb"]
 
@@ -120,7 +120,7 @@ class HostileClients:
 def hostile_uploads(target: Target, requests: int = 600, rounds: int = 3) -> Verdict:
     """`rounds` A/B rounds of `requests` of the usual load, without and with the ten hostile
     clients: the usual load's median p99 within 2x, no 5xx anywhere, no replica replaced."""
-    before = {d: set(replica_pids(d)) for d in _DEPLOYMENTS}
+    before = {d: set(target.replica_pids(d)) for d in _DEPLOYMENTS}
     quiet, attacked, fives = [], [], 0
     statuses: Counter = Counter()
     held: list[float] = []
@@ -136,7 +136,7 @@ def hostile_uploads(target: Target, requests: int = 600, rounds: int = 3) -> Ver
     for run in quiet + attacked:
         fives += sum(n for status, n in run["statuses"].items() if int(status) >= 500)
     fives += sum(n for (_, status), n in statuses.items() if status >= 500)
-    replaced = {d: sorted(before[d] - set(replica_pids(d))) for d in _DEPLOYMENTS}
+    replaced = {d: sorted(before[d] - set(target.replica_pids(d))) for d in _DEPLOYMENTS}
     replaced = {d: pids for d, pids in replaced.items() if pids}
     quiet_p99 = statistics.median(r["p99_ms"] for r in quiet)
     attacked_p99 = statistics.median(r["p99_ms"] for r in attacked)

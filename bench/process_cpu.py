@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["per_request", "role_of", "snapshot"]
+__all__ = ["per_request", "role_of", "snapshot", "tree"]
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 # Ray names a replica's worker "ray::ServeReplica:<app>:<deployment>"
@@ -58,20 +58,32 @@ def _processes() -> dict[int, tuple[int, float, str]]:
     return out
 
 
-def snapshot(root: int) -> Counter[str]:
-    """CPU seconds so far of `root` and its descendants, summed by `role_of`."""
+def _tree(root: int) -> dict[int, tuple[float, str]]:
+    """pid -> (CPU seconds so far, command line) of `root` and its live descendants."""
     processes = _processes()
     children: dict[int, list[int]] = {}
     for pid, (parent, _, _) in processes.items():
         children.setdefault(parent, []).append(pid)
-    totals: Counter[str] = Counter()
-    pending = [root]
+    found, pending = {}, [root]
     while pending:
         pid = pending.pop()
         if pid in processes:
-            _, cpu, command = processes[pid]
-            totals[role_of(command)] += cpu
+            found[pid] = processes[pid][1:]
         pending.extend(children.get(pid, []))
+    return found
+
+
+def tree(root: int) -> dict[int, str]:
+    """pid -> command line of `root` and its live descendants: a Ray instance's processes are
+    those below the process that started it (`ray.init`, `serve run`)."""
+    return {pid: command for pid, (_, command) in _tree(root).items()}
+
+
+def snapshot(root: int) -> Counter[str]:
+    """CPU seconds so far of `root` and its descendants, summed by `role_of`."""
+    totals: Counter[str] = Counter()
+    for cpu, command in _tree(root).values():
+        totals[role_of(command)] += cpu
     return totals
 
 

@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             deploy=server.deploy,
             config=server.config,
             images=make_inputs(ROOT / "artifacts" / "bench" / "inputs"),
+            ray_root=server.process.pid,  # `serve run` starts the Ray instance
         )
         size = _scaled(DrillSize(fault_after_s=args.fault_after_s), args.scale)
         verdicts = run_drills(

@@ -1,6 +1,7 @@
 """A short run of `make resilience`'s drills against the test session's application (same code
 as against `serve run`; smaller loads, a fresh API key per load run)."""
 
+import os
 import shutil
 
 import pytest
@@ -40,6 +41,7 @@ def target(served_app, tmp_path_factory):
         deploy=deploy,
         config=served_app.config,
         images=make_inputs(tmp_path_factory.mktemp("drill-inputs"), per_size=1),
+        ray_root=os.getpid(),  # the session's ray.init
     )
 
 

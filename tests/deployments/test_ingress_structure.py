@@ -4,7 +4,7 @@ deploy time while the running replicas keep their old config."""
 
 import ast
 import copy
-import json
+import os
 from pathlib import Path
 
 import httpx
@@ -13,6 +13,7 @@ import ray
 from pydantic import ValidationError
 from ray import serve
 
+from bench.drills import replica_pids
 from deployments.drift import DriftMonitorConfig
 from deployments.ingress import IngressConfig
 from tests.conftest import APP_NAME, ROOT, deploy, deployment
@@ -54,21 +55,6 @@ def test_deployments_have_no_import_cycle_and_common_never_imports_them():
         assert not _imports_of(path), f"{path.name} imports deployments/"
 
 
-def _replica_pids(name: str) -> list[int]:
-    """The live replicas of deployment `name` in this session: each replica's JSON log lines
-    carry its process id, and the process's title names the replica's deployment."""
-    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path()) / "serve"
-    pids = set()
-    for path in logs.glob(f"replica_{APP_NAME}_{name}_*.log"):
-        for line in path.read_text().splitlines()[:5]:
-            if line.startswith("{"):
-                pids.add(json.loads(line)["process"])
-                break
-    title = f"ServeReplica:{APP_NAME}:{name}".encode()
-    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
-    return [pid for pid in alive if title in Path(f"/proc/{pid}/cmdline").read_bytes()]
-
-
 def _mapped_libraries(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
@@ -84,12 +70,12 @@ def _rss_mib(pid: int) -> float:
 def test_only_the_model_replicas_load_torch(served_app):
     httpx.get(f"{served_app.url}/health", timeout=30)  # every replica has started
     for name in LIGHT_DEPLOYMENTS:
-        pids = _replica_pids(name)
+        pids = replica_pids(name, os.getpid())
         assert pids, f"no {name} replica"
         for pid in pids:
             assert TORCH_LIBRARY not in _mapped_libraries(pid), f"{name} replica loads torch"
             print(f"{name} replica {pid}: {_rss_mib(pid):.0f} MiB RSS")
-    (classifier, *_) = _replica_pids("Classifier")
+    (classifier, *_) = replica_pids("Classifier", os.getpid())
     assert TORCH_LIBRARY in _mapped_libraries(classifier)  # the check can see torch
     print(f"Classifier replica {classifier}: {_rss_mib(classifier):.0f} MiB RSS")
 

@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 
+from bench.drills import replica_pids
 from tests.images import grey16_png, image_bytes, scan_bomb
 
 pytestmark = pytest.mark.serve
@@ -40,17 +41,8 @@ def test_a_scan_bomb_explained_gets_the_same_413(client):
 
 
 def _ingress_processes() -> list[psutil.Process]:
-    """This session's ingress replicas: Ray titles a replica's process after it, and its
-    environment holds this session's own HAProxy folder (other sessions may share the machine)."""
-    ours = os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        title = " ".join(process.info["cmdline"] or ())
-        if "ServeReplica:product-photo-detector:Ingress" not in title:
-            continue
-        with contextlib.suppress(psutil.Error):
-            if process.environ().get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC") == ours:
-                found.append(process)
+    """This session's ingress replicas (other sessions may share the machine)."""
+    found = [psutil.Process(pid) for pid in replica_pids("Ingress", os.getpid())]
     assert found, "no ingress replica of this session"
     return found
 

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
 from mlflow import MlflowClient
 
@@ -26,7 +25,7 @@ TINY = {  # the repository's params.yaml, shrunk to seconds
 
 
 @pytest.fixture
-def dvc_repo(tmp_path, ray_instance) -> Path:
+def dvc_repo(tmp_path) -> Path:
     """A copy of the pipeline (dvc.yaml, the code it runs, tiny params) in a fresh DVC repo."""
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -49,8 +48,9 @@ def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": str(repo),
-        # the train stage joins the session's Ray instance, as a RayJob joins its cluster
-        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        # `dvc repro` on a workstation: the train stage starts a Ray instance of its own (and
+        # `make test` runs this beside the session's instance, on the CPU that one leaves idle)
+        "RAY_ADDRESS": "local",
         "RAY_AUTH_MODE": "disabled",
     }
     env.pop("MLFLOW_TRACKING_URI", None)  # the default local store, inside the repo
