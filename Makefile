@@ -74,13 +74,14 @@ lint: $(VENV)/.installed-dev
 
 # Two pytest processes side by side: the tests that use no Ray instance of the session's
 # (tests/common, tests/deploy: files, images, manifests, about 2 minutes; the two-node
-# training and `dvc repro`, each with a Ray instance of its own, about 100 s) beside those that share one Ray instance, which
-# spend much of their time waiting on replicas; the first's report is printed after the
-# second's. The first runs at nice 19, so the shared instance's tests keep most of the CPU
-# (their load drills and timeouts keep their pace). Ray starts its workers, the replicas among
-# them, at nice 15 (its worker_niceness): a nice 10 neighbour outweighed them 3 to 1; at 19
-# they outweigh it 2 to 1. (`make serve`'s test stays with the shared instance: beside it, its
-# Ctrl-C once took over 90 s instead of 2-3 s, a cause not found.)
+# training and `dvc repro`, each with a Ray instance of its own, about 2 minutes more) beside
+# those that share one Ray instance, which spend much of their time waiting on replicas; the
+# first's report is printed after the second's. The first runs at nice 19, so the shared
+# instance's tests keep most of the CPU (their load drills and timeouts keep their pace). Ray
+# starts its workers, the replicas among them, at nice 15 (its worker_niceness): a nice 10
+# neighbour outweighed them 3 to 1; at 19 they outweigh it 2 to 1. `make serve`'s test stays
+# with the shared instance (beside it, its Ctrl-C once took over 90 s instead of 2-3 s, a
+# cause not found), and so does the ASHA sweep (beside it, the shared group gained nothing).
 NO_SESSION_RAY_TESTS := tests/common tests/deploy tests/train/test_multi_node.py \
 	tests/train/test_dvc_pipeline.py
 
