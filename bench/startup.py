@@ -15,6 +15,7 @@ drifts less with the machine's speed than either time does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -81,11 +82,15 @@ def start_up(serve_config: str | None, log: Path) -> StartUp:
             preexec_fn=interruptible,
         )  # fmt: skip
     try:
-        wait_healthy(URL, process, START_TIMEOUT_S, POLL_S)
+        try:
+            wait_healthy(URL, process, START_TIMEOUT_S, POLL_S)
+        except (RuntimeError, TimeoutError) as exc:  # where to look, as before the shared wait
+            raise type(exc)(f"make serve: {exc}; see {log}") from None
         seconds = time.monotonic() - started
         cpu = process_cpu.snapshot(process.pid)
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        with contextlib.suppress(ProcessLookupError):  # the group is gone when make failed
+            os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:

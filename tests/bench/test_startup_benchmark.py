@@ -5,12 +5,13 @@ Serve accepts and starts as `make serve` starts the graph, and the report's medi
 import subprocess
 import sys
 
+import pytest
 import yaml
 from ray.serve.deployment import Application
 from ray.serve.schema import ServeDeploySchema
 
 import bench.serve_floor
-from bench.startup import floor_config, summarise
+from bench.startup import floor_config, start_up, summarise
 from tests.conftest import ROOT
 
 
@@ -30,6 +31,13 @@ def test_the_measuring_process_imports_neither_torch_nor_ray():
     code = "import sys, bench.startup; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_make_serve_that_fails_is_reported_with_its_log(tmp_path):
+    log = tmp_path / "startup.log"
+    with pytest.raises(RuntimeError, match=f"exited with 2 before it was ready; see {log}"):
+        start_up(str(tmp_path / "no-such-config.yaml"), log)
+    assert log.read_text()  # make's and serve run's own words are there
 
 
 def _start(seconds: float, **cpu: float) -> dict:
