@@ -122,7 +122,7 @@ def gpu_serve_changes(cores: int, device: str = "cuda") -> dict[str, dict]:
     changes = copy.deepcopy(GPU_CHANGES)
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     others = sum(
-        d.get("num_replicas", 1) * d.get("ray_actor_options", {}).get("num_cpus", 1)
+        _most_replicas(d) * d.get("ray_actor_options", {}).get("num_cpus", 1)
         for d in config["applications"][0]["deployments"]
         if d["name"] not in ("Classifier", "Preprocessor")
     )
@@ -134,6 +134,14 @@ def gpu_serve_changes(cores: int, device: str = "cuda") -> dict[str, dict]:
     classifier = changes["Classifier"]["ray_actor_options"]["num_cpus"]
     changes["Preprocessor"]["num_replicas"] = max(1, int(cores - classifier - others))
     return changes
+
+
+def _most_replicas(deployment: dict) -> int:
+    """The replicas a serve config's deployment may run at once: its `num_replicas`, or its
+    autoscaling's `max_replicas` (Serve's default of one replica when neither is set)."""
+    if "autoscaling_config" in deployment:
+        return deployment["autoscaling_config"].get("max_replicas", 1)
+    return deployment.get("num_replicas", 1)
 
 
 def preprocessor_cores(changes: dict[str, dict]) -> float:
@@ -155,12 +163,15 @@ def at_image_size(checkpoint: Path, image_size: int, out_dir: Path) -> Path:
 
 def with_changes(config: dict, changes: dict[str, dict]) -> dict:
     """A copy of a serve config with some deployments changed: Serve's deployment options
-    (num_replicas, ray_actor_options, max_*_requests) or `user_config` entries."""
+    (num_replicas, ray_actor_options, max_*_requests) or `user_config` entries. A fixed
+    `num_replicas` replaces the deployment's `autoscaling_config`, as Serve allows only one."""
     config = copy.deepcopy(config)
     for deployment in config["applications"][0]["deployments"]:
         for key, value in changes.get(deployment["name"], {}).items():
             if key in _DEPLOYMENT_OPTIONS:
                 deployment[key] = value
+                if key == "num_replicas":
+                    deployment.pop("autoscaling_config", None)
             else:
                 deployment.setdefault("user_config", {})[key] = value
     return config

@@ -100,6 +100,9 @@ class IngressConfig(BaseModel):
     shadow_fraction: float = Field(0.0, ge=0.0, le=1.0)  # of answered images, to the Shadow
     shadow_timeout_s: float = Field(10.0, gt=0)  # a slower mirrored call is a shadow error
     request_timeout_s: float = Field(20.0, gt=0)  # per downstream call; past it: 503
+    # The Explainer's call: it may first wait for a replica to start (serve_config.yaml scales
+    # the Explainer to zero while idle), so it has its own deadline, under HTTP's 60 s.
+    explain_timeout_s: float = Field(45.0, gt=0)
     max_inflight_requests: int = Field(64, ge=1)  # per ingress replica; above it, fast 503s
     drift_flush_interval_s: float = Field(0.5, gt=0)  # predictions to the DriftMonitor
     shadow_flush_interval_s: float = Field(0.5, gt=0)  # mirrored images to the Shadow
@@ -340,7 +343,7 @@ class Ingress:
         limits = self._limits()
         explanation = await call(
             lambda: self._explainer.remote(image, data, info.threshold, limits),
-            timeout_s=self.config.request_timeout_s,
+            timeout_s=self.config.explain_timeout_s,
             what="explainer",
             on_retry=lambda: self.metrics.retries.inc(tags={"route": "explain"}),
         )

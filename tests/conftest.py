@@ -167,10 +167,19 @@ def deploy(config: dict) -> None:
     client.wait_for_proxies_serving(wait_for_applications_running=True)
 
 
+def running_replicas() -> dict[str, int]:
+    """Each deployment's RUNNING replicas now, as `serve status` counts them."""
+    from ray import serve
+
+    deployments = serve.status().applications[APP_NAME].deployments
+    return {name: status.replica_states.get("RUNNING", 0) for name, status in deployments.items()}
+
+
 @dataclass(frozen=True)
 class ServedApp:
     url: str
     config: dict
+    replicas_at_start: dict[str, int]  # RUNNING replicas once the deploy had finished
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +188,7 @@ def served_app(ray_instance, checkpoints) -> ServedApp:
     port = free_port()
     config = app_config(port, checkpoints)
     deploy(config)
-    return ServedApp(url=f"http://127.0.0.1:{port}", config=config)
+    return ServedApp(f"http://127.0.0.1:{port}", config, running_replicas())
 
 
 @contextmanager

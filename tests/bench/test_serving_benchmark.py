@@ -5,12 +5,23 @@ import os
 import shutil
 
 import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
 
 from bench.inputs import make_inputs, multipart_body
 from bench.limit import measure_limit
 from bench.load import run_load
 from bench.server_process import free_port, stop, wait_healthy
-from bench.serving import at_image_size, benchmark, print_table, ratios, start_baseline
+from bench.serving import (
+    ROOT,
+    at_image_size,
+    benchmark,
+    gpu_serve_changes,
+    print_table,
+    ratios,
+    start_baseline,
+    with_changes,
+)
 from common.checkpoint import load_checkpoint
 
 pytestmark = [
@@ -93,3 +104,14 @@ def test_the_same_weights_can_be_measured_at_another_input_side(checkpoints, tmp
     weights = original.state_dict()
     assert all(tensor.equal(weights[name]) for name, tensor in model.state_dict().items())
     assert at_image_size(resized, resized_meta.image_size, tmp_path) == resized
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_the_gpu_graph_changes_give_a_config_serve_accepts(device):
+    """serve_config.yaml autoscales the Preprocessor from zero; the GPU graph gives it a fixed
+    count, which replaces the autoscaling (Serve refuses a deployment with both)."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    changed = with_changes(config, gpu_serve_changes(cores=16, device=device))
+    ServeDeploySchema.model_validate(changed)
+    (pre,) = (d for d in changed["applications"][0]["deployments"] if d["name"] == "Preprocessor")
+    assert "autoscaling_config" not in pre and pre["num_replicas"] >= 1

@@ -7,7 +7,6 @@ import copy
 import os
 from pathlib import Path
 
-import httpx
 import pytest
 import ray
 from pydantic import ValidationError
@@ -16,7 +15,7 @@ from ray import serve
 from bench.drills import replica_pids
 from deployments.drift import DriftMonitorConfig
 from deployments.ingress import IngressConfig
-from tests.conftest import APP_NAME, ROOT, deploy, deployment
+from tests.conftest import APP_NAME, ROOT, deploy, deployment, reconfigured
 from tests.images import image_bytes
 
 TORCH_LIBRARY = "libtorch_cpu.so"
@@ -67,8 +66,11 @@ def _rss_mib(pid: int) -> float:
 
 
 @pytest.mark.serve
-def test_only_the_model_replicas_load_torch(served_app):
-    httpx.get(f"{served_app.url}/health", timeout=30)  # every replica has started
+def test_only_the_model_replicas_load_torch(served_app, client):
+    # The Preprocessor scales to zero while the Ingress decodes: a call through it starts one.
+    with reconfigured(served_app, {"Ingress": {"preprocess_in_ingress": False}}):
+        response = client.post("/predict", files={"file": ("p.jpg", image_bytes(2))})
+    assert response.status_code == 200, response.text
     for name in LIGHT_DEPLOYMENTS:
         pids = replica_pids(name, os.getpid())
         assert pids, f"no {name} replica"
