@@ -114,7 +114,7 @@ class Classifier:
             threshold=self._threshold(loaded),
             uri=loaded.uri,
             drift_baseline=dict(loaded.meta.drift_baseline),
-            device=self._slot.device,
+            device=loaded.device,  # the CPU where a GPU was given but CUDA is missing
             load_error=self._slot.load_error,
         )
 

@@ -149,6 +149,12 @@ def _load_model(uri: str, device: str, cpu_threads: int | None) -> LoadedModel:
 
     from common.checkpoint import load_checkpoint
 
+    if device == "cuda" and not torch.cuda.is_available():
+        # Ray gave this replica a GPU that torch cannot use: no driver, or a cluster whose
+        # GPUs are only declared (tests/deploy/test_gke_config_two_nodes.py). As before
+        # replica_device() asked Ray instead of torch: the CPU, said loudly, and in ModelInfo.
+        logger.warning("the replica was given a GPU, but torch finds no CUDA: the CPU serves")
+        device = "cpu"
     if device == "cpu" and cpu_threads is not None:
         torch.set_num_threads(cpu_threads)
     model, meta = load_checkpoint(uri, device)

@@ -51,3 +51,16 @@ def test_the_environment_override_wins_and_says_what_it_ignores(caplog):
         "(user_config's a.safetensors is ignored)"
     ) in messages
     assert caplog.records[1].levelno == logging.WARNING
+
+
+def test_a_gpu_that_torch_cannot_use_serves_on_the_cpu_and_says_so(tmp_path, caplog):
+    """Ray gives a replica a GPU from the resources a node declares; where torch finds no CUDA
+    (this machine has none) the model is loaded on the CPU instead of failing the replica."""
+    assert not torch.cuda.is_available()
+    slot = ModelSlot("primary", "cuda")
+    path = make_checkpoint(tmp_path / "m.safetensors", "no-cuda", seed=6)
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        assert asyncio.run(slot.load(str(path)))
+    assert slot.current.device == "cpu"
+    assert "torch finds no CUDA" in caplog.text
+    asyncio.run(slot.check_forward())
