@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,9 @@ def ray_instance():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, loopback-only test instance
     # The tuned serving settings (serving.env): Serve's HAProxy front end (the binary bundled
     # with ray[serve]), with files of this session's own in a private folder...
-    os.environ.update(serving_env(Path(tempfile.mkdtemp(prefix="haproxy-tests-"))))
+    # (a short path under /tmp, for its Unix sockets: removed at the end of the session)
+    haproxy_files = Path(tempfile.mkdtemp(prefix="haproxy-tests-"))
+    os.environ.update(serving_env(haproxy_files))
     # ...and a shorter idle-client deadline than serving.env's 30 s, so the slow-client tests
     # take seconds (HAPROXY_CLIENT_TIMEOUT_S)
     os.environ["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] = str(HAPROXY_CLIENT_TIMEOUT_S)
@@ -111,6 +114,7 @@ def ray_instance():
 
     serve.shutdown()
     ray.shutdown()
+    shutil.rmtree(haproxy_files, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -126,17 +130,18 @@ def deployment(config: dict, name: str) -> dict:
     return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
 
 
-def app_config(port: int, checkpoints: dict[str, Path]) -> dict:
-    """`serve_config.yaml` with the test's port, checkpoints, keys and two ingress replicas."""
+def app_config(port: int, checkpoints: dict[str, Path], folder: Path) -> dict:
+    """`serve_config.yaml` with the test's port, checkpoints, keys and two ingress replicas
+    (the key digests and the C2PA trust anchors are written to `folder`)."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     app = config["applications"][0]
     # Keys as the RayService mounts them: a file of SHA-256 digests. Plain keys in runtime_env
     # env_vars would be written to Ray's logs (tests/deployments/test_secrets_in_logs.py greps
     # for them).
-    hashes = Path(tempfile.mkdtemp(prefix="api-keys-")) / "api-key-hashes"
+    hashes = folder / "api-key-hashes"
     hashes.write_text("".join(hash_api_key(key) + "\n" for key in TEST_KEYS))
-    anchors = write_trust_anchors(Path(tempfile.mkdtemp(prefix="c2pa-anchors-")) / "roots.pem")
+    anchors = write_trust_anchors(folder / "c2pa-roots.pem")
     app["runtime_env"] = {"env_vars": {**APP_ENV, "API_KEY_HASHES_FILE": str(hashes),
                                        "C2PA_TRUST_ANCHORS": str(anchors)}}  # fmt: skip
     deployment(config, "Ingress")["num_replicas"] = 2
@@ -183,10 +188,10 @@ class ServedApp:
 
 
 @pytest.fixture(scope="session")
-def served_app(ray_instance, checkpoints) -> ServedApp:
+def served_app(ray_instance, checkpoints, tmp_path_factory) -> ServedApp:
     """The application from serve_config.yaml on a free loopback port."""
     port = free_port()
-    config = app_config(port, checkpoints)
+    config = app_config(port, checkpoints, tmp_path_factory.mktemp("app"))
     deploy(config)
     return ServedApp(f"http://127.0.0.1:{port}", config, running_replicas())
 
