@@ -3,7 +3,9 @@
 `call` is the only place the Ingress turns a downstream failure into an answer: past
 `timeout_s` the client gets 503 `timeout`; a full queue (`BackPressureError`) 503
 `overloaded`; a model replica without a model 503 `not_ready`; and when the replica that took
-the call died, the call is made once more (inference is idempotent) before 503 `unavailable`.
+the call died, the call is made once more (inference is idempotent) before 503 `unavailable`,
+after `RETRY_DELAY_S`: an immediate retry could go to the same dead replica, before the
+handle's router had learnt it was gone (the killed-replica drill met it once).
 Every 503 carries `Retry-After`.
 """
 
@@ -27,6 +29,7 @@ logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
 
 _REPLICA_GONE = (RayActorError, ReplicaUnavailableError)  # worth one retry on another replica
+RETRY_DELAY_S = 0.1
 
 
 async def call(
@@ -55,6 +58,7 @@ async def call(
             if on_retry is not None:
                 on_retry()
             logger.warning("a %s replica died during the call; retrying once", what)
+            await asyncio.sleep(RETRY_DELAY_S)
     raise AssertionError("unreachable")
 
 
