@@ -15,15 +15,16 @@
 # Installing. The script uses the first Python that imports ray, timm, fastapi and mlflow:
 # $PYTHON, ./.venv/bin/python, python3. Failing that it installs, in this order:
 #   1. wheels carried in .whl/ (a machine with no registry, e.g. the lent H200): every
-#      .whl/*.whl goes into /tmp/ppd-site with --no-index --no-deps (the machine's own torch,
-#      torchvision, numpy... stay), and a wheel split into NAME.whl.part-* is joined first;
+#      .whl/*.whl and every wheel in .whl/wheels.tar.xz (what bench/gpu_wheels.sh packs) goes
+#      into /tmp/ppd-site with --no-index --no-deps (the machine's own torch, torchvision,
+#      numpy... stay), and a wheel split into NAME.whl.part-* is joined first;
 #   2. the registries: `pip install -e '.[demo]'` (a bare machine with PyPI).
 # `hey` comes from the PATH, else a hey_*.deb in .whl/ (dpkg -x), else `apt-get install hey`.
 #
 # Preparing .whl/ (on a machine with the registries, in the repository root) for the H200
 # image (Python 3.12; torch, timm, numpy, pydantic-less): run bench/gpu_wheels.sh, which
-# downloads the wheels the image lacks and `hey`'s .deb, and strips Ray's Java jar so that the
-# whole folder fits one call's 64 MiB. Then: run(command="bench/gpu_run.sh --device cuda
+# downloads the wheels the image lacks and `hey`'s .deb, strips Ray's Java jar and packs the
+# wheels with xz, so that the whole folder fits one call's 64 MiB. Then: run(command="bench/gpu_run.sh --device cuda
 # \$OUT", carry=[".whl"], timeout_s=600).
 set -uo pipefail
 
@@ -65,9 +66,13 @@ for candidate in "${PYTHON:-}" ./.venv/bin/python python3; do
 done
 if [ -z "$PY" ]; then
     PY=${PYTHON:-python3}
-    if compgen -G '.whl/*.whl*' >/dev/null; then
+    if compgen -G '.whl/*.whl*' >/dev/null || [ -f .whl/wheels.tar.xz ]; then
         log "installing the wheels carried in .whl/ into /tmp/ppd-site"
         mkdir -p /tmp/ppd-joined
+        if [ -f .whl/wheels.tar.xz ]; then
+            tar -xJf .whl/wheels.tar.xz -C /tmp/ppd-joined \
+                || { log "cannot unpack .whl/wheels.tar.xz"; exit 4; }
+        fi
         for first in .whl/*.whl.part-aa; do
             [ -e "$first" ] && cat "${first%.part-aa}".part-* >"/tmp/ppd-joined/$(basename "${first%.part-aa}")"
         done
