@@ -32,7 +32,7 @@ WHEELS=(
     aiohttp-cors==0.8.1 colorful==0.5.8 opencensus==0.11.4 opencensus-context==0.1.3
     smart-open==9.0.2 google-api-core==2.44.0 google-auth==2.63.0
     googleapis-common-protos==1.76.0 proto-plus==1.29.0 pyasn1==0.6.5 pyasn1-modules==0.4.2
-    grpcio-reflection==1.85.1 tensorboardx==2.6.5 mmh3==5.3.1
+    grpcio-reflection==1.84.0 tensorboardx==2.6.5 mmh3==5.3.1
     opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-proto==1.45.2
     opentelemetry-semantic-conventions==0.66b2 opentelemetry-exporter-prometheus==0.66b2
     mlflow-skinny==3.17.2 databricks-sdk==0.162.0 cachetools==7.3.3 sqlparse==0.6.1
