@@ -152,10 +152,19 @@ SHADOW_VARIANTS = {
 }
 
 
+P50_LIMIT, P99_LIMIT = 1.10, 1.50  # the shadow drill's slowdown limits (see shadow_faults)
+
+
 def shadow_faults(target: Target, size: DrillSize, rounds: int = 3) -> Verdict:
     """Primary latency with no shadow vs a shadow that sleeps 2 s vs one that fails, in
     interleaved rounds (A/B/C/A/B/C/...): each variant's figure is the median over its rounds,
-    so a noisy moment of a shared machine lands on every variant alike instead of deciding."""
+    so a noisy moment of a shared machine lands on every variant alike instead of deciding.
+
+    The p50 carries the verdict at x1.10 (P50_LIMIT); the p99, the 4 slowest of a 400-request
+    round, only at x1.50 (P99_LIMIT). On a shared two-core machine the p99 of such rounds moved by
+    x0.81-1.42 with no change at all, while a shadow that leaked into the primary path would
+    show far above either limit: a 2 s sleep in 2 % of the calls puts the p99 at 2 s,
+    tens of times the no-shadow p99 (45-130 ms here)."""
     per_round: dict[str, list[dict]] = {name: [] for name in SHADOW_VARIANTS}
     try:
         for _ in range(rounds):
@@ -165,6 +174,12 @@ def shadow_faults(target: Target, size: DrillSize, rounds: int = 3) -> Verdict:
                 per_round[name].append(target.load(4, max(32, size.shadow // rounds)).summary())
     finally:
         target.restore()
+    return shadow_verdict(per_round)
+
+
+def shadow_verdict(per_round: dict[str, list[dict]]) -> Verdict:
+    """The shadow drill's verdict from each variant's round summaries (p50_ms, p99_ms, errors)."""
+    rounds = len(per_round["no_shadow"])
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in per_round[name])
@@ -177,15 +192,14 @@ def shadow_faults(target: Target, size: DrillSize, rounds: int = 3) -> Verdict:
         for name in SHADOW_VARIANTS
         if name != "no_shadow"
     }
-    worst = max(max(pair) for pair in slowdown.values())
     errors = sum(r["errors"] for runs in per_round.values() for r in runs)
-    passed = errors == 0 and worst <= 1.10
+    within = all(p50 <= P50_LIMIT and p99 <= P99_LIMIT for p50, p99 in slowdown.values())
     each = ", ".join(f"{name} p50 x{a:.2f} p99 x{b:.2f}" for name, (a, b) in slowdown.items())
     return Verdict(
         "shadow_slow_or_failing",
-        passed,
-        f"medians of {rounds} interleaved rounds vs no shadow (at most x1.10): {each}; "
-        f"errors {errors}",
+        errors == 0 and within,
+        f"medians of {rounds} interleaved rounds vs no shadow (at most p50 x{P50_LIMIT:.2f}, "
+        f"p99 x{P99_LIMIT:.2f}): {each}; errors {errors}",
         per_round,
     )
 
