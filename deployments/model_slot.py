@@ -123,7 +123,8 @@ class ModelSlot:
                 self.role, uri, self.current.meta.version,
             )  # fmt: skip
             return False
-        self.current, self.load_error = candidate, None
+        # after a CPU fallback the slot stays on the CPU: no CUDA check and warning per reload
+        self.current, self.load_error, self.device = candidate, None, candidate.device
         logger.info("%s model %s loaded from %s", self.role, candidate.meta.version, uri)
         return True
 

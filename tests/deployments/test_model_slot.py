@@ -61,6 +61,11 @@ def test_a_gpu_that_torch_cannot_use_serves_on_the_cpu_and_says_so(tmp_path, cap
     path = make_checkpoint(tmp_path / "m.safetensors", "no-cuda", seed=6)
     with caplog.at_level(logging.WARNING, logger="ray.serve"):
         assert asyncio.run(slot.load(str(path)))
-    assert slot.current.device == "cpu"
+    assert slot.current.device == slot.device == "cpu"
     assert "torch finds no CUDA" in caplog.text
     asyncio.run(slot.check_forward())
+    caplog.clear()  # a reload stays on the CPU without asking CUDA again
+    other = make_checkpoint(tmp_path / "n.safetensors", "no-cuda-2", seed=7)
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        assert asyncio.run(slot.load(str(other)))
+    assert slot.current.device == "cpu" and "torch finds no CUDA" not in caplog.text
