@@ -115,10 +115,9 @@ def test_packages_pinned_to_the_image_match_its_version():
         assert carried()[name] == versions[sibling]
 
 
-@pytest.mark.parametrize("name", sorted(carried()))
+# The pinned ones are left out: the metadata installed here is of another version of them.
+@pytest.mark.parametrize("name", sorted(set(carried()) - set(PINNED_TO_IMAGE)))
 def test_a_carried_package_accepts_the_image_versions_it_depends_on(name):
-    if name in PINNED_TO_IMAGE:
-        pytest.skip("its metadata here is of another version (PINNED_TO_IMAGE)")
     try:
         requires = md.requires(name) or []
     except md.PackageNotFoundError:
