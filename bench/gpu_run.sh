@@ -24,8 +24,10 @@
 # Preparing .whl/ (on a machine with the registries, in the repository root) for the H200
 # image (Python 3.12; torch, timm, numpy, pydantic-less): run bench/gpu_wheels.sh, which
 # downloads the wheels the image lacks and `hey`'s .deb, strips Ray's Java jar and packs the
-# wheels with xz, so that the whole folder fits one call's 64 MiB. Then: run(command="bench/gpu_run.sh --device cuda
-# \$OUT", carry=[".whl"], timeout_s=600).
+# wheels with xz, so that the whole folder fits one call's 64 MiB. A call brings back at most
+# 8 files, so write the results elsewhere and archive them into \$OUT: run(command=
+# "bench/gpu_run.sh --device cuda /tmp/gpu; tar -C /tmp/gpu --exclude='*.safetensors'
+# -czf \$OUT/results.tgz .", carry=[".whl"], timeout_s=600).
 set -uo pipefail
 
 DEVICE=cuda
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=--quick; shift ;;
         --budget-s) BUDGET_S=$2; shift 2 ;;
         --image-size) EXTRA+=(--image-size "$2"); shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) OUT_DIR=$1; shift ;;
     esac
