@@ -52,7 +52,7 @@ def test_every_stage_succeeds_within_its_budget(run):
     rows = [line.split("\t") for line in (out / "stages.tsv").read_text().splitlines()[1:]]
     stages = {name: status for name, status, _ in rows}
     assert list(stages) == [
-        "env", "data", "checkpoint", "limit", "served", "baseline", "training", "summary",
+        "env", "data", "checkpoint", "served", "limit", "baseline", "training", "summary",
     ]  # fmt: skip
     failed = {name: status for name, status in stages.items() if status != "0"}
     logs = {name: (out / f"{name}.log").read_text()[-1500:] for name in failed}
