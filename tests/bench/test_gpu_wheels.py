@@ -52,6 +52,10 @@ def carried() -> dict[str, str]:
     return {canonicalize_name(name): version for name, version in pins}
 
 
+def left_out() -> set[str]:
+    return {canonicalize_name(name) for name in bash_array("LEFT_OUT")}
+
+
 def image() -> dict[str, str | None]:
     packages: dict[str, str | None] = {}
     for line in IMAGE_LIST.read_text().splitlines():
@@ -93,7 +97,7 @@ def closure(roots: list[str], stop_at: set[str]) -> dict[str, list[str]]:
 
 
 def test_the_wheels_hold_every_package_the_run_needs_that_the_image_lacks():
-    have = set(image()) | set(carried()) | {canonicalize_name(n) for n in bash_array("LEFT_OUT")}
+    have = set(image()) | set(carried()) | left_out()
     needed = closure(bash_array("ROOTS"), stop_at=set(image()))
     missing = {name: sorted(set(by)) for name, by in needed.items() if name not in have}
     assert not missing, f"add to WHEELS (or LEFT_OUT, saying why): {missing}"
@@ -102,8 +106,7 @@ def test_the_wheels_hold_every_package_the_run_needs_that_the_image_lacks():
 def test_every_runtime_dependency_of_the_project_is_carried_in_the_image_or_left_out():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     roots = {canonicalize_name(Requirement(r).name) for r in bash_array("ROOTS")}
-    left_out = {canonicalize_name(n) for n in bash_array("LEFT_OUT")}
-    known = roots | set(carried()) | set(image()) | left_out
+    known = roots | set(carried()) | set(image()) | left_out()
     unplaced = [r for r in project if canonicalize_name(Requirement(r).name) not in known]
     assert not unplaced, f"put into ROOTS or LEFT_OUT of {SCRIPT.name}: {unplaced}"
 
