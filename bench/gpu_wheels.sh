@@ -72,7 +72,7 @@ download "${WHEELS[@]}" || for wheel in "${WHEELS[@]}"; do download "$wheel"; do
 # the dashboard answers without it), with a RECORD that matches. Every wheel is then rewritten
 # stored (uncompressed) and the set packed into one xz tarball, wheels.tar.xz, which
 # bench/gpu_run.sh unpacks: xz packs Ray's and c2pa's native libraries about a third tighter
-# than a wheel's deflate, so the folder fits the device call's 64 MiB (about 47 MiB, not 74).
+# than a wheel's deflate, so the folder fits the device call's 64 MiB (45 MiB, not 74).
 "$PY" - "$DEST" <<'EOF'
 import sys, tarfile, tempfile, zipfile
 from pathlib import Path
