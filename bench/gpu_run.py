@@ -215,6 +215,7 @@ def stage_served(args) -> dict:
     from bench.gpu_monitor import GpuSampler
     from bench.server_process import free_port, stop, wait_healthy
     from bench.serving import benchmark, gpu_serve_changes, start_served
+    from common.inference import auto_precision
 
     checkpoint, images = _checkpoint(args), _images(args)
     changes = gpu_serve_changes(_cores(), args.device)
@@ -239,7 +240,7 @@ def stage_served(args) -> dict:
     reference = reference_probabilities(str(checkpoint), sample)
     correctness = {"served_device": args.device, "served": compare(reference, served_p)}
     if args.device == "cuda":  # the precision alone, without serving in between
-        for precision in ("fp32", "bf16"):
+        for precision in dict.fromkeys(("fp32", "bf16", auto_precision("cuda"))):
             direct = reference_probabilities(str(checkpoint), sample, "cuda", precision)
             correctness[f"direct_{precision}"] = compare(reference, direct)
     correctness["probabilities"] = {"reference_cpu_fp32": reference, "served": served_p}

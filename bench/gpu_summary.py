@@ -73,24 +73,31 @@ def summarise(out: Path) -> dict:
             f"({checkpoint['seconds']} s, validation accuracy {checkpoint['val_accuracy']}).",
             "",
         ]
-    # limit
-    lines += ["| limit part | batch | bf16 images/s | fp32 images/s |", "| --- | --: | --: | --: |"]
+    # limit: a column per precision measured (fp16 too where the GPU's own policy is fp16)
+    forward = (limit or {}).get("forward", {})
+    precisions = [name for name in ("bf16", "fp16", "fp32") if name in forward] or ["bf16", "fp32"]
+    lines += [
+        "| limit part | batch | " + " | ".join(f"{name} images/s" for name in precisions) + " |",
+        "| --- | --: | " + " | ".join("--:" for _ in precisions) + " |",
+    ]
+    blanks = " |" * (len(precisions) - 1)
     if limit:
         decode = limit["decode"]
+        rate = f"{decode['images_per_s']:.1f}"
         lines.append(
-            f"| decode, {decode['processes']} processes (CPU) | | {decode['images_per_s']:.1f} | "
-            f"{decode['images_per_s']:.1f} |"
+            f"| decode, {decode['processes']} processes (CPU) | | "
+            + " | ".join(rate for _ in precisions)
+            + " |"
         )
-        forward = limit["forward"]
-        for batch in forward.get("fp32") or forward.get("bf16") or {}:
-            bf16, fp32 = forward.get("bf16", {}).get(batch), forward.get("fp32", {}).get(batch)
-            lines.append(f"| forward | {batch} | {_fmt(bf16)} | {_fmt(fp32)} |")
+        for batch in forward[precisions[-1]]:
+            rates = (_fmt(forward[name].get(batch)) for name in precisions)
+            lines.append(f"| forward | {batch} | " + " | ".join(rates) + " |")
         lines.append(
             f"| **limit** ({limit['bound_by']}-bound, {limit['served_precision']}) | "
-            f"{limit['best_batch_size']} | **{limit['images_per_s']:.1f}** | |"
+            f"{limit['best_batch_size']} | **{limit['images_per_s']:.1f}** |{blanks}"
         )
     else:
-        lines.append("| not measured | | | |")
+        lines.append("| not measured | |" + " |" * len(precisions))
     # load
     lines += [
         "",

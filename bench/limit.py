@@ -12,7 +12,7 @@ import torch
 
 from common.checkpoint import load_checkpoint
 from common.image import prepare_image
-from common.inference import PRECISIONS, Precision, autocast_dtype, forward_probabilities
+from common.inference import Precision, auto_precision, forward_probabilities
 
 __all__ = ["decode_rate", "forward_rates", "measure_limit", "measure_split_limit"]
 
@@ -141,18 +141,19 @@ def measure_split_limit(
 ) -> dict:
     """The limit of a graph that decodes on CPU processes and infers on `device`: the slower
     of decoding (on `decode_processes` cores) and the best batched forward in the precision
-    the Classifier uses there (bf16 on a recent GPU, fp32 on the CPU)."""
+    the Classifier uses there (`common.inference.auto_precision`), which is measured beside
+    `precisions` whether they name it or not."""
     _, meta = load_checkpoint(checkpoint)
     decode = decode_rate(images, meta.image_size, decode_processes, decode_images)  # before CUDA
     print(
         f"  decode on {decode_processes} processes: {decode['images_per_s']} images/s", flush=True
     )
+    served = auto_precision(device)
+    precisions = tuple(dict.fromkeys((served, *precisions)))  # the served one is always measured
     forward = forward_rates(
         checkpoint, images, device, precisions, batch_sizes, images_per_size, threads
     )
-    served_dtype = autocast_dtype(device)
-    served = next(name for name, dtype in PRECISIONS.items() if dtype is served_dtype)
-    by_batch = forward.get(served) or next(iter(forward.values()))
+    by_batch = forward[served]
     best_batch = max(by_batch, key=by_batch.get)
     limit = min(decode["images_per_s"], by_batch[best_batch])
     return {

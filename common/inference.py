@@ -26,7 +26,9 @@ __all__ = [
     "PRECISIONS",
     "Pixels",
     "Precision",
+    "auto_precision",
     "autocast_dtype",
+    "cuda_autocast_dtype",
     "forward_logits",
     "forward_probabilities",
     "model_input",
@@ -46,15 +48,32 @@ Pixels = np.ndarray | torch.Tensor | Sequence[np.ndarray]
 def autocast_dtype(device: torch.device | str, precision: Precision = "auto") -> torch.dtype | None:
     """The autocast dtype for inference on `device`; None means full precision.
 
-    "auto" is the one policy: bf16 on a GPU that supports it (Ampere and newer), fp16 on older
-    ones (a T4), full precision on the CPU. An explicit `precision` is for the benchmarks that
-    compare precisions.
+    "auto" is the one policy: on a GPU, `cuda_autocast_dtype` of its compute capability; full
+    precision on the CPU. An explicit `precision` is for the benchmarks that compare precisions.
     """
     if precision != "auto":
         return PRECISIONS[precision]
-    if torch.device(device).type != "cuda":
+    device = torch.device(device)
+    if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return cuda_autocast_dtype(torch.cuda.get_device_capability(device))
+
+
+def auto_precision(device: torch.device | str) -> Precision:
+    """The explicit precision that "auto" picks on `device` ("bf16", "fp16" or "fp32")."""
+    dtype = autocast_dtype(device)
+    return next(name for name, explicit in PRECISIONS.items() if explicit is dtype)
+
+
+def cuda_autocast_dtype(capability: tuple[int, int]) -> torch.dtype:
+    """The "auto" dtype of a CUDA GPU of compute `capability`: bf16 where its tensor cores run
+    bf16 (Ampere, 8.0, and newer), fp16 before that (a T4 is 7.5).
+
+    `torch.cuda.is_bf16_supported()` is not this test: by default it also counts bf16 that is
+    only emulated, which a T4 passes, and emulated bf16 runs without the tensor cores.
+    """
+    major, _minor = capability
+    return torch.bfloat16 if major >= 8 else torch.float16
 
 
 def model_input(pixels: Pixels, meta: ModelMeta, device: torch.device | str) -> torch.Tensor:

@@ -8,6 +8,7 @@ from common.checkpoint import ModelMeta, load_checkpoint
 from common.image import prepare_image, resize_pixels
 from common.inference import (
     autocast_dtype,
+    cuda_autocast_dtype,
     forward_logits,
     forward_probabilities,
     model_input,
@@ -74,8 +75,17 @@ def test_one_autocast_policy_per_device():
     assert autocast_dtype("cuda", "fp16") is torch.float16
     assert autocast_dtype("cuda", "fp32") is None
     if torch.cuda.is_available():
-        expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        expected = cuda_autocast_dtype(torch.cuda.get_device_capability())
         assert autocast_dtype("cuda") is expected
+
+
+def test_a_gpu_without_bf16_tensor_cores_runs_fp16():
+    # A T4 (7.5), production's GPU, passes torch.cuda.is_bf16_supported(): bf16 is emulated there
+    assert cuda_autocast_dtype((7, 5)) is torch.float16
+    assert cuda_autocast_dtype((7, 0)) is torch.float16  # V100
+    assert cuda_autocast_dtype((8, 0)) is torch.bfloat16  # A100
+    assert cuda_autocast_dtype((8, 9)) is torch.bfloat16  # L4
+    assert cuda_autocast_dtype((9, 0)) is torch.bfloat16  # H100, H200
 
 
 def test_an_explicit_precision_runs_under_autocast(calibrated):
