@@ -17,7 +17,7 @@
 #   1. wheels carried in .whl/ (a machine with no registry, e.g. the lent H200): every
 #      .whl/*.whl and every wheel in .whl/wheels.tar.xz (what bench/gpu_wheels.sh packs) goes
 #      into /tmp/ppd-site with --no-index --no-deps (the machine's own torch, torchvision,
-#      numpy... stay), and a wheel split into NAME.whl.part-* is joined first;
+#      numpy... stay);
 #   2. the registries: `pip install -e '.[demo]'` (a bare machine with PyPI).
 # `hey` comes from the PATH, else a hey_*.deb in .whl/ (dpkg -x), else `apt-get install hey`.
 #
@@ -68,19 +68,16 @@ for candidate in "${PYTHON:-}" ./.venv/bin/python python3; do
 done
 if [ -z "$PY" ]; then
     PY=${PYTHON:-python3}
-    if compgen -G '.whl/*.whl*' >/dev/null || [ -f .whl/wheels.tar.xz ]; then
+    if compgen -G '.whl/*.whl' >/dev/null || [ -f .whl/wheels.tar.xz ]; then
         log "installing the wheels carried in .whl/ into /tmp/ppd-site"
-        mkdir -p /tmp/ppd-joined
+        mkdir -p /tmp/ppd-wheels
         if [ -f .whl/wheels.tar.xz ]; then
-            tar -xJf .whl/wheels.tar.xz -C /tmp/ppd-joined \
+            tar -xJf .whl/wheels.tar.xz -C /tmp/ppd-wheels \
                 || { log "cannot unpack .whl/wheels.tar.xz"; exit 4; }
         fi
-        for first in .whl/*.whl.part-aa; do
-            [ -e "$first" ] && cat "${first%.part-aa}".part-* >"/tmp/ppd-joined/$(basename "${first%.part-aa}")"
-        done
         shopt -s nullglob
         wheels=(.whl/*.whl)
-        wheels+=(/tmp/ppd-joined/*.whl)
+        wheels+=(/tmp/ppd-wheels/*.whl)
         shopt -u nullglob
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/ppd-site "${wheels[@]}" \
