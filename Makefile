@@ -50,27 +50,6 @@ demo: $(DEMO_MODEL)
 # if it is still running (Ctrl-C stops it with the rest; a SIGTERM to `serve run` does not).
 SERVE_CONFIG ?= serve_config.yaml
 
-# `make serve`'s readiness poll, one interpreter for the whole wait (an interpreter per poll
-# cost 60 ms of CPU each, on the two cores the start-up is short of): /health every 0.2 s
-# until it answers 200; exit 1 once the process argv[1] (`serve run`) is gone.
-define WAIT_FOR_HEALTH
-import os, signal, sys, time, urllib.request
-signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: stop quietly, the trap stops the rest
-pid, url = int(sys.argv[1]), sys.argv[2]
-while True:
-    try:
-        urllib.request.urlopen(url, timeout=2)
-        break
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        sys.exit(1)
-    time.sleep(0.2)
-endef
-export WAIT_FOR_HEALTH
-
 serve: | $(VENV)/.installed-demo
 	@set -a; . ./serving.env; set +a; \
 	haproxy_dir=$$(mktemp -d /tmp/ppd-haproxy-XXXXXX) || exit 1; \
@@ -82,7 +61,7 @@ serve: | $(VENV)/.installed-demo
 		RAY_SERVE_HAPROXY_SERVER_STATE_FILE=$$haproxy_dir/server-state; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/serve run $(SERVE_CONFIG) & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid' INT TERM; \
-	$(BIN)/python -c "$$WAIT_FOR_HEALTH" $$pid http://$(HOST):$(PORT)/health || exit 1; \
+	$(BIN)/python -m bench.server_process wait-healthy $$pid http://$(HOST):$(PORT) || exit 1; \
 	printf '\nProduct Photo Detector is serving on http://%s:%s  (Ctrl-C stops it)\n' $(HOST) $(PORT); \
 	printf 'Try:\n  curl -F file=@%s/test/FAKE/test_fake_00000.png http://%s:%s/predict\n\n' $(DEMO_DATA) $(HOST) $(PORT); \
 	wait $$pid

@@ -6,9 +6,12 @@ heavy into the process that measures it."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 import socket
 import subprocess  # nosec B404
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -60,16 +63,31 @@ def answers(url: str) -> bool:
 
 
 def wait_healthy(
-    url: str, process: subprocess.Popen, timeout_s: float = 180, poll_s: float = 1.0
+    url: str,
+    process: subprocess.Popen | int,
+    timeout_s: float | None = 180,
+    poll_s: float = 1.0,
 ) -> None:
-    """Until `{url}/health` answers 200; an error if `process` exits first or time runs out."""
-    deadline = time.monotonic() + timeout_s
+    """Until `{url}/health` answers 200; an error if `process` (a child, or the pid of a process
+    this one may signal) exits first, or once `timeout_s` (None: no limit) runs out."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not answers(f"{url}/health"):
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode} before it was ready")
-        if time.monotonic() > deadline:
+        if not _running(process):
+            code = f" with {process.returncode}" if isinstance(process, subprocess.Popen) else ""
+            raise RuntimeError(f"the server exited{code} before it was ready")
+        if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"{url} was not healthy within {timeout_s} s")
         time.sleep(poll_s)
+
+
+def _running(process: subprocess.Popen | int) -> bool:
+    if isinstance(process, subprocess.Popen):
+        return process.poll() is None
+    try:
+        os.kill(process, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def interruptible() -> None:
@@ -87,3 +105,27 @@ def stop(process: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.server_process wait-healthy PID URL`: `make serve`'s readiness wait, one
+    interpreter for the whole wait (one per poll cost 60 ms of CPU each, on the two cores that
+    the start-up is short of); exit 1 once PID (`serve run`) is gone."""
+    parser = argparse.ArgumentParser(prog="python -m bench.server_process")
+    commands = parser.add_subparsers(dest="command", required=True)
+    wait = commands.add_parser("wait-healthy", help="until URL/health answers 200")
+    wait.add_argument("pid", type=int)
+    wait.add_argument("url")
+    wait.add_argument("--poll-s", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: stop quietly, the caller stops the rest
+    try:
+        wait_healthy(args.url, args.pid, timeout_s=None, poll_s=args.poll_s)
+    except RuntimeError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
