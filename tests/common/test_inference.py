@@ -7,6 +7,7 @@ import torch
 from common.checkpoint import ModelMeta, load_checkpoint
 from common.image import prepare_image, resize_pixels
 from common.inference import (
+    auto_precision,
     autocast_dtype,
     cuda_autocast_dtype,
     forward_logits,
@@ -74,6 +75,7 @@ def test_one_autocast_policy_per_device():
     assert autocast_dtype("cpu", "bf16") is torch.bfloat16  # explicit: benchmarks compare
     assert autocast_dtype("cuda", "fp16") is torch.float16
     assert autocast_dtype("cuda", "fp32") is None
+    assert auto_precision("cpu") == "fp32"  # the name the benchmarks report "auto" under
     if torch.cuda.is_available():
         expected = cuda_autocast_dtype(torch.cuda.get_device_capability())
         assert autocast_dtype("cuda") is expected
