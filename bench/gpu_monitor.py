@@ -33,10 +33,10 @@ def _smi(*args: str) -> str | None:
 def gpu_description() -> dict:
     """The GPU's name, memory and driver as nvidia-smi reports them, the CUDA versions (the
     driver's from nvidia-smi's banner, the runtime torch was built with), and the GPU's compute
-    capability with the autocast dtype the Classifier picks on it."""
+    capability with the precision the Classifier picks on it."""
     import torch
 
-    from common.inference import autocast_dtype
+    from common.inference import auto_precision
 
     out = {"nvidia_smi": shutil.which("nvidia-smi") is not None}
     line = _smi("--query-gpu=name,memory.total,driver_version", "--format=csv,noheader")
@@ -51,7 +51,7 @@ def gpu_description() -> dict:
     if torch.cuda.is_available():
         out["torch_device_name"] = torch.cuda.get_device_name(0)
         out["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
-        out["served_autocast"] = str(autocast_dtype("cuda:0")).removeprefix("torch.")
+        out["served_precision"] = auto_precision("cuda:0")
     return out
 
 

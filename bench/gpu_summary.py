@@ -22,6 +22,11 @@ def _load(out: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _row(*cells: str) -> str:
+    """One markdown table row; an empty cell is written "| |"."""
+    return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+
 def _fmt(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -77,27 +82,27 @@ def summarise(out: Path) -> dict:
     forward = (limit or {}).get("forward", {})
     precisions = [name for name in ("bf16", "fp16", "fp32") if name in forward] or ["bf16", "fp32"]
     lines += [
-        "| limit part | batch | " + " | ".join(f"{name} images/s" for name in precisions) + " |",
-        "| --- | --: | " + " | ".join("--:" for _ in precisions) + " |",
+        _row("limit part", "batch", *(f"{name} images/s" for name in precisions)),
+        _row("---", "--:", *("--:" for _ in precisions)),
     ]
-    blanks = " |" * (len(precisions) - 1)
     if limit:
         decode = limit["decode"]
         rate = f"{decode['images_per_s']:.1f}"
         lines.append(
-            f"| decode, {decode['processes']} processes (CPU) | | "
-            + " | ".join(rate for _ in precisions)
-            + " |"
+            _row(f"decode, {decode['processes']} processes (CPU)", "", *(rate for _ in precisions))
         )
         for batch in forward[precisions[-1]]:
-            rates = (_fmt(forward[name].get(batch)) for name in precisions)
-            lines.append(f"| forward | {batch} | " + " | ".join(rates) + " |")
+            lines.append(_row("forward", batch, *(_fmt(forward[n].get(batch)) for n in precisions)))
         lines.append(
-            f"| **limit** ({limit['bound_by']}-bound, {limit['served_precision']}) | "
-            f"{limit['best_batch_size']} | **{limit['images_per_s']:.1f}** |{blanks}"
+            _row(
+                f"**limit** ({limit['bound_by']}-bound, {limit['served_precision']})",
+                str(limit["best_batch_size"]),
+                f"**{limit['images_per_s']:.1f}**",
+                *("" for _ in precisions[1:]),
+            )
         )
     else:
-        lines.append("| not measured | |" + " |" * len(precisions))
+        lines.append(_row("not measured", "", *("" for _ in precisions)))
     # load
     lines += [
         "",
