@@ -7,7 +7,8 @@ replaces a working model: the slot keeps serving the old one and reports `load_e
 replica with no model at all fails to start). `check_forward` is the replicas' health check: a
 1-image forward pass of the current model.
 
-This module imports no torch: the model stack (torch, timm: about 9 s of CPU here) is imported
+This module imports no torch: the model stack (torch, timm: about 3 s of CPU on a quiet core
+here, torch._dynamo and sympy included, which timm's torchvision imports pull in) is imported
 by the first load (`_load_model`). So the application build, which imports the deployment
 modules only to bind the graph, and a Shadow without a model never pay for it.
 """
