@@ -54,6 +54,49 @@ def test_deployments_have_no_import_cycle_and_common_never_imports_them():
         assert not _imports_of(path), f"{path.name} imports deployments/"
 
 
+CONTRACT_ROUTES = {"/predict", "/predict/batch", "/predict/explain", "/predict/compare",
+                   "/health", "/healthz", "/metrics", "/"}  # fmt: skip
+
+
+def _route_decorators(tree: ast.Module) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """(path, decorated function) for every `@app.<verb>(path)` in a module."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for decorator in node.decorator_list:
+                if (
+                    isinstance(decorator, ast.Call)
+                    and isinstance(decorator.func, ast.Attribute)
+                    and isinstance(decorator.func.value, ast.Name)
+                    and decorator.func.value.id == "app"
+                    and decorator.args
+                    and isinstance(decorator.args[0], ast.Constant)
+                ):
+                    found.append((decorator.args[0].value, node))
+    return found
+
+
+def test_every_route_is_a_method_of_the_ingress_and_no_serve_hook_builds_the_app():
+    """Routes as Serve documents them: each `@app.<verb>(path)` decorates a method of the
+    `@serve.ingress(app)` class, so a route and its handler are one function; nothing in
+    deployments/ uses Serve's undocumented `__serve_build_asgi_app__` hook."""
+    tree = ast.parse((ROOT / "deployments/ingress.py").read_text())
+    (ingress,) = [node for node in tree.body if isinstance(node, ast.ClassDef)
+                  and node.name == "Ingress"]  # fmt: skip
+    methods = {id(node) for node in ingress.body}
+    routes = _route_decorators(tree)
+    assert {path for path, _ in routes} >= CONTRACT_ROUTES
+    assert [path for path, function in routes if id(function) not in methods] == []
+    assert any(
+        isinstance(d, ast.Call) and ast.unparse(d) == "serve.ingress(app)"
+        for d in ingress.decorator_list
+    )
+    for path in (ROOT / "deployments").glob("*.py"):
+        assert "__serve_build_asgi_app__" not in path.read_text(), path.name
+        if path.name != "ingress.py":
+            assert _route_decorators(ast.parse(path.read_text())) == [], path.name
+
+
 def _mapped_libraries(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
