@@ -20,7 +20,9 @@ sequential Huffman scan, what cameras and phones write) of at most `LARGE_PIXELS
 bounded by its bytes (about 12 ms per MB here, so under 0.2 s at the 10 MB limit) and, as
 libjpeg downscales while decoding, its memory is a few MB; it decodes in the replica's
 threads, as the worker's round trip cost more than the decode itself (served throughput was
-0.7-0.8 x with every JPEG through the pool: docs/performance.md).
+0.7-0.8 x with every JPEG through the pool: docs/performance.md). Each upload takes one hop to
+a thread, where the header checks run and such a JPEG decodes, with whatever else the caller
+reads from the same bytes (`prepare_frames_and`: the Ingress's provenance).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 from PIL import Image
@@ -48,6 +52,8 @@ from common.image import (
 from deployments.errors import unavailable
 
 __all__ = ["LARGE_PIXELS", "ImageDecoder", "overlay_photo"]
+
+T = TypeVar("T")
 
 LARGE_PIXELS = 16_000_000  # decoded pixels (all frames) from which an upload is a big one
 LARGE_NICENESS = 10  # the big uploads' worker yields the CPU to everything else in the replica
@@ -74,6 +80,22 @@ def overlay_photo(data: bytes, limits: ImageLimits, max_side: int, frame: int) -
     return photo
 
 
+def _decode_if_bounded(function, data: bytes, args: tuple, read) -> tuple[bool, tuple | None]:
+    """In one of the replica's threads: whether the upload is a big one, and, for a one-pass
+    JPEG of at most LARGE_PIXELS (its cost bounded by its size: under 0.2 s at the 10 MB limit
+    here, and a few MB once libjpeg downscales), `function`'s result and `read`'s, since a
+    worker's round trip would cost more than it protects. None for the pool's uploads."""
+    large = declared_pixels(data) > LARGE_PIXELS
+    if large or not is_one_pass_jpeg(data):
+        return large, None
+    result = function(data, *args)
+    return large, (result, None if read is None else read(data))
+
+
+def _restarting() -> Exception:
+    return unavailable("unavailable", "the image decoder is restarting; retry shortly")
+
+
 class ImageDecoder:
     """`common.image`'s decoders in `workers` processes, each call bounded by `timeout_s`.
 
@@ -89,13 +111,23 @@ class ImageDecoder:
         self, data: bytes, size: int, limits: ImageLimits
     ) -> list[PreparedImage]:
         """`common.image.prepare_frames` within the deadline."""
-        return await self._run(prepare_frames, data, size, limits)
+        frames, _ = await self._run(prepare_frames, data, (size, limits))
+        return frames
+
+    async def prepare_frames_and(
+        self, data: bytes, size: int, limits: ImageLimits, read: Callable[[bytes], T]
+    ) -> tuple[list[PreparedImage], T]:
+        """`prepare_frames`, and `read(data)` beside it (the Ingress's provenance): in the
+        same thread hop when the upload decodes in this replica, in a thread of its own while
+        a worker decodes it. `read` must not raise."""
+        return await self._run(prepare_frames, data, (size, limits), read)
 
     async def overlay_photo(
         self, data: bytes, limits: ImageLimits, max_side: int, frame: int
     ) -> Image.Image:
         """`overlay_photo` within the deadline."""
-        return await self._run(overlay_photo, data, limits, max_side, frame)
+        photo, _ = await self._run(overlay_photo, data, (limits, max_side, frame))
+        return photo
 
     def close(self) -> None:
         with self._lock:
@@ -104,22 +136,25 @@ class ImageDecoder:
                 pool.join(timeout=5)
             self._pools.clear()
 
-    async def _run(self, function, data: bytes, *args):
-        large = declared_pixels(data) > LARGE_PIXELS
-        if not large and is_one_pass_jpeg(data):
-            # bounded by its size (under 0.2 s at the 10 MB limit here) and, downscaled by
-            # libjpeg, a few MB: a worker's round trip would cost more than it protects
-            return await asyncio.to_thread(function, data, *args)
+    async def _run(self, function, data: bytes, args: tuple, read=None):
+        # one hop to a thread: the header checks (off the event loop), then a bounded upload's
+        # decode and `read` there too; anything else goes to a worker, `read` meanwhile
+        large, here = await asyncio.to_thread(_decode_if_bounded, function, data, args, read)
+        if here is not None:
+            return here
         timeout_s = self.timeout_s * (LARGE_TIMEOUT_FACTOR if large else 1)
         try:
             future = self._pool(large).schedule(function, args=(data, *args), timeout=timeout_s)
-            # cancelling (a client gone) cancels the task, and pebble kills a running one
-            return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             self.close()  # the next call starts a new pool
-            raise unavailable(
-                "unavailable", "the image decoder is restarting; retry shortly"
-            ) from None
+            raise _restarting() from None
+        try:
+            beside = None if read is None else await asyncio.to_thread(read, data)
+            # cancelling (a client gone) cancels the task, and pebble kills a running one
+            return await asyncio.wrap_future(future), beside
+        except BrokenProcessPool:
+            self.close()
+            raise _restarting() from None
         except FutureTimeout:
             raise ImageTooCostly(
                 f"decoding the image took longer than {timeout_s:g} s; "
@@ -130,6 +165,8 @@ class ImageDecoder:
                 "decoding the image used more resources than a decoder may; "
                 "send a smaller or simpler image"
             ) from None
+        finally:
+            future.cancel()  # no-op once it has finished; stops it when `read` was cancelled
 
     def _pool(self, large: bool) -> ProcessPool:
         with self._lock:

@@ -133,7 +133,8 @@ def _new_ingress_metrics() -> IngressMetrics:
         request_latency_ms=Histogram("ppd_http_request_latency_ms", "HTTP latency by route, ms",
                                      boundaries=_LATENCY_MS, tag_keys=("route",)),
         stage_latency_ms=Histogram("ppd_stage_latency_ms",
-                                   "time per stage (decode, queue, model, explain), ms",
+                                   "time per stage (decode: the upload's whole read; provenance, "
+                                   "queue, model, explain), ms",
                                    boundaries=_LATENCY_MS, tag_keys=("stage",)),
         predictions=Counter("ppd_predictions", "predictions by label and confidence",
                             tag_keys=("label", "confidence")),
@@ -210,12 +211,14 @@ def drift_metrics() -> DriftMetrics:
     )  # fmt: skip
 
 
-def refresh_gauges_forever(refresh: Callable[[], None]) -> asyncio.Task:
-    """Call `refresh` now and every GAUGE_REFRESH_S seconds, on the replica's event loop."""
+def refresh_gauges_forever(
+    refresh: Callable[[], None], every_s: float = GAUGE_REFRESH_S
+) -> asyncio.Task:
+    """Call `refresh` now and every `every_s` seconds, on the replica's event loop."""
 
     async def loop() -> None:
         while True:
             refresh()
-            await asyncio.sleep(GAUGE_REFRESH_S)
+            await asyncio.sleep(every_s)
 
     return asyncio.get_running_loop().create_task(loop())

@@ -3,6 +3,7 @@
 one-pass JPEG, whose cost its size bounds, decodes in the replica without a worker."""
 
 import asyncio
+import threading
 import time
 
 import psutil
@@ -99,3 +100,27 @@ def test_big_uploads_leave_a_worker_to_the_usual_photos():
     finally:
         decoder.close()
     assert finished[0] == "photo", finished
+
+
+def test_the_read_beside_a_decode_runs_in_the_decodes_thread_hop_or_while_a_worker_decodes():
+    """`prepare_frames_and`: a one-pass JPEG's decode and the read share one thread (one hop
+    off the event loop); a progressive JPEG goes to a worker and the read still comes back."""
+    decoder = ImageDecoder(workers=1, timeout_s=5.0)
+    baseline, progressive = image_bytes(3), encode(crop(3), progressive=True)
+    loop_thread = threading.get_ident()
+
+    def read(data: bytes) -> tuple[int, int]:
+        return len(data), threading.get_ident()
+
+    async def both(data: bytes):
+        return await decoder.prepare_frames_and(data, SIZE, ImageLimits(), read)
+
+    try:
+        (frame,), (length, thread) = asyncio.run(both(baseline))
+        assert (frame.pixels == prepare_image(baseline, SIZE).pixels).all()
+        assert length == len(baseline) and thread != loop_thread
+        (frame,), (length, _) = asyncio.run(both(progressive))
+        assert (frame.pixels == prepare_image(progressive, SIZE).pixels).all()
+        assert length == len(progressive)
+    finally:
+        decoder.close()
