@@ -92,10 +92,6 @@ def _decode_if_bounded(function, data: bytes, args: tuple, read) -> tuple[bool, 
     return large, (result, None if read is None else read(data))
 
 
-def _restarting() -> Exception:
-    return unavailable("unavailable", "the image decoder is restarting; retry shortly")
-
-
 class ImageDecoder:
     """`common.image`'s decoders in `workers` processes, each call bounded by `timeout_s`.
 
@@ -143,18 +139,17 @@ class ImageDecoder:
         if here is not None:
             return here
         timeout_s = self.timeout_s * (LARGE_TIMEOUT_FACTOR if large else 1)
+        future = None
         try:
             future = self._pool(large).schedule(function, args=(data, *args), timeout=timeout_s)
-        except BrokenProcessPool:
-            self.close()  # the next call starts a new pool
-            raise _restarting() from None
-        try:
             beside = None if read is None else await asyncio.to_thread(read, data)
             # cancelling (a client gone) cancels the task, and pebble kills a running one
             return await asyncio.wrap_future(future), beside
         except BrokenProcessPool:
-            self.close()
-            raise _restarting() from None
+            self.close()  # the next call starts a new pool
+            raise unavailable(
+                "unavailable", "the image decoder is restarting; retry shortly"
+            ) from None
         except FutureTimeout:
             raise ImageTooCostly(
                 f"decoding the image took longer than {timeout_s:g} s; "
@@ -166,7 +161,8 @@ class ImageDecoder:
                 "send a smaller or simpler image"
             ) from None
         finally:
-            future.cancel()  # no-op once it has finished; stops it when `read` was cancelled
+            if future is not None:  # a no-op once it has finished; stops it if `read` was cancelled
+                future.cancel()
 
     def _pool(self, large: bool) -> ProcessPool:
         with self._lock:
