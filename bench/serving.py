@@ -183,9 +183,14 @@ def start_served(
     config_changes: dict | None = None,
     env: dict | None = None,
     log: Path | None = None,
+    root: Path = ROOT,
 ) -> tuple[subprocess.Popen, Path]:
-    """`serve run` of serve_config.yaml on `port`, rate limit off, the checkpoint as MODEL_URI."""
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    """`serve run` of serve_config.yaml on `port`, rate limit off, the checkpoint as MODEL_URI.
+
+    `root` is the checkout served: this one, or another commit's worktree (`bench.ab`), whose
+    serve_config.yaml, serving.env and code (first on every Ray process's PYTHONPATH) it runs
+    in this environment's Ray and packages."""
+    config = yaml.safe_load((root / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     config = with_changes(config, config_changes or {})
     handle, path = tempfile.mkstemp(suffix=".yaml", prefix="serve_bench_")
@@ -195,7 +200,8 @@ def start_served(
     serve = serve if serve.exists() else Path(shutil.which("serve") or serve)
     environment = {
         **os.environ,
-        **serving_env(Path(tempfile.mkdtemp(prefix="haproxy-bench-"))),
+        **serving_env(Path(tempfile.mkdtemp(prefix="haproxy-bench-")), root),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
         "MODEL_URI": str(checkpoint),
         "RATE_LIMIT_PER_MINUTE": "0",
         "REQUIRE_AUTH": "false",
@@ -207,7 +213,7 @@ def start_served(
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(serve), "run", path],
-            cwd=ROOT,
+            cwd=root,
             env=environment,  # nosec B603
             preexec_fn=interruptible,
             stdout=out,
