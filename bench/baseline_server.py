@@ -18,6 +18,7 @@ from common.answers import prediction_for
 from common.checkpoint import load_checkpoint
 from common.image import ImageError, prepare_image
 from common.inference import forward_probabilities
+from common.model import fold_batch_norms
 
 __all__ = ["create_app"]
 
@@ -27,6 +28,7 @@ def create_app(checkpoint: str, threads: int, device: str = "cpu") -> FastAPI:
     the same precision), so the two compare serving, not arithmetic."""
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(checkpoint, device)
+    model = fold_batch_norms(model)  # the model the Classifier serves
     app = FastAPI(title="baseline")
 
     @app.post("/predict")

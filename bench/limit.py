@@ -13,6 +13,7 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.image import prepare_image
 from common.inference import Precision, auto_precision, forward_probabilities
+from common.model import fold_batch_norms
 
 __all__ = ["decode_rate", "forward_rates", "measure_limit", "measure_split_limit"]
 
@@ -28,6 +29,7 @@ def measure_limit(
     """Images/s at each batch size (decode + resize + forward), and the best of them."""
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(checkpoint, device)
+    model = fold_batch_norms(model)  # the model the Classifier serves
     data = [path.read_bytes() for path in images]
 
     def run(batch_size: int, count: int) -> float:
@@ -98,6 +100,7 @@ def forward_rates(
     """Images/s of the batched forward pass, {precision: {batch size: images/s}}."""
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(checkpoint, device)  # builds the architecture it names
+    model = fold_batch_norms(model)  # the model the Classifier serves
     decoded = [prepare_image(path.read_bytes(), meta.image_size).pixels for path in images]
     synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 

@@ -64,7 +64,7 @@ class Classifier:
         apply_log_level(settings, role)
         self._role = role
         self._uri_override = settings.model_uri if role == "primary" else settings.shadow_model_uri
-        self._slot = ModelSlot(role, replica_device(), replica_cpu_threads())
+        self._slot = ModelSlot(role, replica_device(), replica_cpu_threads(), fold=True)
         self._config = ClassifierConfig()
         self._metrics = classifier_metrics()
         declare_classifier_series(self._metrics, role)

@@ -5,7 +5,9 @@ thread so requests keep flowing; the switch is a single assignment, so work that
 `slot.current` finishes on the model it started with. A checkpoint that cannot be loaded never
 replaces a working model: the slot keeps serving the old one and reports `load_error` (only a
 replica with no model at all fails to start). `check_forward` is the replicas' health check: a
-1-image forward pass of the current model.
+1-image forward pass of the current model. The Classifier's slots serve the model with its
+BatchNorms folded (`common.model.fold_batch_norms`: the same probabilities, less CPU); the
+Explainer's keeps the trained layers, which Grad-CAM hooks.
 
 This module imports no torch: the model stack (torch, timm: about 3 s of CPU on a quiet core
 here, torch._dynamo and sympy included, which timm's torchvision imports pull in) is imported
@@ -25,9 +27,10 @@ import numpy as np
 import ray
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from common.checkpoint import ModelMeta
     from common.inference import Pixels
-    from common.model import PhotoClassifier
 
 __all__ = [
     "LoadedModel",
@@ -43,7 +46,7 @@ logger = logging.getLogger("ray.serve")
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: PhotoClassifier
+    model: nn.Module  # a PhotoClassifier, or its fold_batch_norms form
     meta: ModelMeta
     uri: str
     device: str  # "cuda" or "cpu"
@@ -91,10 +94,13 @@ def resolve_model_uri(role: str, configured: str | None, override: str | None) -
 
 
 class ModelSlot:
-    def __init__(self, role: str, device: str, cpu_threads: int | None = None) -> None:
+    def __init__(
+        self, role: str, device: str, cpu_threads: int | None = None, fold: bool = False
+    ) -> None:
         self.role = role
         self.device = device
         self.cpu_threads = cpu_threads  # torch's threads on the CPU (None: torch's default)
+        self.fold = fold  # serve fold_batch_norms(model): forward passes only, no layer hooks
         self.current: LoadedModel | None = None
         self.load_error: str | None = None  # why the last requested checkpoint is not serving
 
@@ -112,7 +118,9 @@ class ModelSlot:
             self.load_error = None
             return False
         try:
-            candidate = await asyncio.to_thread(_load_model, uri, self.device, self.cpu_threads)
+            candidate = await asyncio.to_thread(
+                _load_model, uri, self.device, self.cpu_threads, self.fold
+            )
             if prepare is not None:
                 await asyncio.to_thread(prepare, candidate)
         except Exception as exc:  # any failure: bad file, missing object, storage or MLflow error
@@ -146,10 +154,11 @@ class ModelSlot:
             raise ModelUnhealthy(f"{self.role} model {loaded.meta.version} answers p={p}")
 
 
-def _load_model(uri: str, device: str, cpu_threads: int | None) -> LoadedModel:
+def _load_model(uri: str, device: str, cpu_threads: int | None, fold: bool) -> LoadedModel:
     import torch
 
     from common.checkpoint import load_checkpoint
+    from common.model import fold_batch_norms
 
     if device == "cuda" and not torch.cuda.is_available():
         # Ray gave this replica a GPU that torch cannot use: no driver, or a cluster whose
@@ -160,7 +169,7 @@ def _load_model(uri: str, device: str, cpu_threads: int | None) -> LoadedModel:
     if device == "cpu" and cpu_threads is not None:
         torch.set_num_threads(cpu_threads)
     model, meta = load_checkpoint(uri, device)
-    return LoadedModel(model, meta, uri, device)
+    return LoadedModel(fold_batch_norms(model) if fold else model, meta, uri, device)
 
 
 def _probe(loaded: LoadedModel) -> float:
