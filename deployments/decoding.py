@@ -15,7 +15,7 @@ most `DECODE_WORKERS` + 1 times one upload's peak (about 4-9 bytes per decoded p
 and PNG, 16 for WebP: docs/performance.md); further uploads wait their turn. The Ingress
 (`preprocess_in_ingress`), the Preprocessor and the Explainer's overlay use it.
 
-One kind of upload skips the pool: a one-pass JPEG (`common.image.is_one_pass_jpeg`: one
+One kind of upload skips the pool: a one-pass JPEG (`common.image.JpegLayout.one_pass`: one
 sequential Huffman scan, what cameras and phones write) of at most `LARGE_PIXELS`. Its cost is
 bounded by its bytes (about 12 ms per MB here, so under 0.2 s at the 10 MB limit) and, as
 libjpeg downscales while decoding, its memory is a few MB; it decodes in the replica's
@@ -43,10 +43,11 @@ from PIL import Image
 from common.image import (
     ImageLimits,
     ImageTooCostly,
+    JpegLayout,
     PreparedImage,
     declared_pixels,
     decode_image,
-    is_one_pass_jpeg,
+    jpeg_layout,
     prepare_frames,
 )
 from deployments.errors import unavailable
@@ -72,10 +73,12 @@ def _start_worker(niceness: int) -> None:
         os.nice(niceness)
 
 
-def overlay_photo(data: bytes, limits: ImageLimits, max_side: int, frame: int) -> Image.Image:
+def overlay_photo(
+    data: bytes, limits: ImageLimits, max_side: int, frame: int, layout: JpegLayout | None = None
+) -> Image.Image:
     """The upload's picture `frame`, upright RGB, at most `max_side` px on its longest side
     (what the Explainer blends its heat map over)."""
-    photo = decode_image(data, limits, draft_size=max_side, frame=frame)
+    photo = decode_image(data, limits, draft_size=max_side, frame=frame, layout=layout)
     photo.thumbnail((max_side, max_side))
     return photo
 
@@ -84,11 +87,15 @@ def _decode_if_bounded(function, data: bytes, args: tuple, read) -> tuple[bool, 
     """In one of the replica's threads: whether the upload is a big one, and, for a one-pass
     JPEG of at most LARGE_PIXELS (its cost bounded by its size: under 0.2 s at the 10 MB limit
     here, and a few MB once libjpeg downscales), `function`'s result and `read`'s, since a
-    worker's round trip would cost more than it protects. None for the pool's uploads."""
-    large = declared_pixels(data) > LARGE_PIXELS
-    if large or not is_one_pass_jpeg(data):
+    worker's round trip would cost more than it protects. None for the pool's uploads. The
+    markers are walked once: `function` is given the layout found here."""
+    if not data.startswith(b"\xff\xd8"):
+        return declared_pixels(data) > LARGE_PIXELS, None
+    layout = jpeg_layout(data)  # its size is what the header declares: no second header read
+    large = layout.width * layout.height > LARGE_PIXELS
+    if large or not layout.one_pass:
         return large, None
-    result = function(data, *args)
+    result = function(data, *args, layout=layout)
     return large, (result, None if read is None else read(data))
 
 

@@ -1,6 +1,7 @@
 """The cost of one upload is bounded before and while it is decoded: scans counted from the
 markers, high bit depth scaled in integers, no full-size copies."""
 
+import random
 import subprocess
 import sys
 import time
@@ -9,11 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common import image as image_module
 from common.image import (
     ImageLimits,
     ImageTooLarge,
     decode_image,
     is_one_pass_jpeg,
+    jpeg_layout,
     jpeg_scan_count,
     prepare_frames,
     prepare_image,
@@ -62,6 +65,66 @@ def test_scans_are_counted_from_the_markers(data, scans):
 )
 def test_one_pass_jpegs_are_told_from_the_marker_segments(data, one_pass):
     assert is_one_pass_jpeg(data) is one_pass
+
+
+def _markers_byte_by_byte(data: bytes) -> list[int]:
+    """The marker walk's rules, applied one byte at a time (no search): the reference."""
+    found, pos, end = [], 2, len(data)
+    while pos + 4 <= end:
+        start = pos
+        while start + 1 < end and not (data[start] == 0xFF and data[start + 1] not in (0, 0xFF)):
+            start += 1
+        if start + 1 >= end:
+            break
+        marker, pos = data[start + 1], start + 2
+        if marker == 0xD9:
+            break
+        if not (0xD0 <= marker <= 0xD7 or marker == 0x01):
+            pos += int.from_bytes(data[pos : pos + 2], "big")
+            found.append(marker)
+    return found
+
+
+@pytest.mark.parametrize("window", [7, 256, image_module._MARKER_WINDOW])
+def test_the_vectorised_marker_walk_finds_what_a_byte_by_byte_walk_finds(window, monkeypatch):
+    """Real JPEGs (baseline with restart markers, progressive, an MPO, a scan bomb) and damaged
+    copies of them (bytes flipped to 0xFF or a marker code, cut short), with search windows that
+    split markers and fill runs at their edges."""
+    monkeypatch.setattr(image_module, "_MARKER_WINDOW", window)
+    rng = random.Random(14)
+    originals = [
+        encode(crop(0), restart_marker_blocks=4),
+        encode(crop(1), progressive=True),
+        mpo(crop(0), [crop(1, size=(48, 36))]),
+        scan_bomb(side=64, repeats=20),
+    ]
+    for data in originals:
+        variants = [data, data[: len(data) // 2]]
+        for _ in range(30):
+            damaged = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                damaged[rng.randrange(2, len(damaged))] = rng.choice([0xFF, 0xDA, 0xD9, 0xD0, 0])
+            variants.append(bytes(damaged))
+        for variant in variants:
+            walked = [marker for marker, _ in image_module._jpeg_markers(variant)]
+            assert walked == _markers_byte_by_byte(variant)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode(crop(0)),
+        encode(crop(0, size=(300, 20)), progressive=True),
+        mpo(crop(0), [crop(1, size=(480, 360))]),  # the primary's size, not the largest one's
+        encode(crop(0), exif=Image.Exif().tobytes() + encode(crop(1, size=(40, 30)))),
+    ],
+    ids=["baseline", "progressive", "mpo", "exif-thumbnail"],
+)
+def test_the_walk_reads_the_size_the_primary_pictures_header_declares(data):
+    import io
+
+    layout = jpeg_layout(data)
+    assert (layout.width, layout.height) == Image.open(io.BytesIO(data)).size
 
 
 def test_an_exif_thumbnail_does_not_count_as_scans():

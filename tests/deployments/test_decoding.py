@@ -124,3 +124,25 @@ def test_the_read_beside_a_decode_runs_in_the_decodes_thread_hop_or_while_a_work
         assert length == len(progressive)
     finally:
         decoder.close()
+
+
+def test_a_one_pass_jpeg_has_its_markers_walked_once(monkeypatch):
+    """The walk that tells a one-pass JPEG (for the thread or the pool) is the one the decode's
+    scan limit reads: one walk over the bytes per upload, the overlay's included."""
+    from common import image as image_module
+
+    walked = []
+    walk = image_module._jpeg_markers
+    monkeypatch.setattr(
+        image_module, "_jpeg_markers", lambda data: walked.append(data) or walk(data)
+    )
+    decoder = ImageDecoder(workers=1, timeout_s=5.0)
+    photo = image_bytes(3)
+    try:
+        (frame,) = asyncio.run(decoder.prepare_frames(photo, SIZE, ImageLimits()))
+        assert walked == [photo]
+        asyncio.run(decoder.overlay_photo(photo, ImageLimits(), 48, 0))
+        assert walked == [photo, photo]
+    finally:
+        decoder.close()
+    assert (frame.pixels == prepare_image(photo, SIZE).pixels).all()
