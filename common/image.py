@@ -144,6 +144,11 @@ class JpegLayout:
         """Whether libjpeg decodes it in one pass (`is_one_pass_jpeg`)."""
         return self.scans == 1 and self.frames in ((0xC0,), (0xC1,))
 
+    def settles(self, max_scans: int) -> bool:
+        """Whether this walk says if the JPEG has more than `max_scans` scans: its count is
+        exact (the walk reached the end), or it went past at least that many."""
+        return self.scans <= self.max_scans or self.max_scans >= max_scans
+
 
 def sniff_format(data: bytes) -> str:
     """The format named by the file's leading bytes; the name and content type are ignored."""
@@ -208,7 +213,7 @@ def prepare_frames(
     """Bytes in, model-ready uint8 pixels of every picture to judge out: one for a still image
     or a multi-picture JPEG, up to `limits.judged_frames` for an animation. The whole serving
     preprocessing. `layout`: the JPEG's `jpeg_layout` when the caller has walked its markers
-    already (for `limits.max_scans`), so that they are not walked twice."""
+    already, so that they are not walked again where that walk settles `limits.max_scans`."""
     return _prepare(data, size, limits, first_only=False, layout=layout)
 
 
@@ -260,7 +265,7 @@ def _open(
     frames = 1 if fmt == "JPEG" else getattr(image, "n_frames", 1)
     _check_dimensions(image.size, frames, limits)
     if fmt == "JPEG":
-        if layout is None or layout.max_scans != limits.max_scans:
+        if layout is None or not layout.settles(limits.max_scans):
             layout = jpeg_layout(data, limits.max_scans)
         if layout.scans > limits.max_scans:
             raise ImageTooLarge(

@@ -133,10 +133,10 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
     convolution (or a linear layer) folded into that layer's weights, where nothing else reads
     the layer's output, and the layers that pass their input through in eval mode (timm's
     `Identity` placeholders, dropout) left out. The same function to within float rounding
-    (5e-7 here) with far fewer module calls: EfficientNet's forward took 10-30 % less CPU at
-    batches of 1-16 on this CPU (docs/performance.md). timm's `BatchNormAct2d` keeps its
-    activation. Pairs are found in the traced graph (torch.fx), not by layer names; a model
-    that cannot be traced is returned unfolded (logged)."""
+    (probabilities within 6e-6 here) with far fewer module calls: EfficientNet's forward took
+    15-20 % less CPU at batches of 1-16 on this CPU (docs/performance.md). timm's
+    `BatchNormAct2d` keeps its activation. Pairs are found in the traced graph (torch.fx), not
+    by layer names; a model that cannot be traced is returned unfolded (logged)."""
     model = copy.deepcopy(model).eval()
     try:
         graph = _LayerTracer().trace(model)

@@ -91,7 +91,10 @@ def _decode_if_bounded(function, data: bytes, args: tuple, read) -> tuple[bool, 
     markers are walked once: `function` is given the layout found here."""
     if not data.startswith(b"\xff\xd8"):
         return declared_pixels(data) > LARGE_PIXELS, None
-    layout = jpeg_layout(data)  # its size is what the header declares: no second header read
+    # Its size is what the header declares (no second header read). One scan is all a one-pass
+    # JPEG may have, so the walk stops at a progressive JPEG's second scan, and a one-pass
+    # JPEG's complete count settles the decode's scan limit: it is not walked again.
+    layout = jpeg_layout(data, max_scans=1)
     large = layout.width * layout.height > LARGE_PIXELS
     if large or not layout.one_pass:
         return large, None

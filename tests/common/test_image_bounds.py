@@ -127,6 +127,19 @@ def test_the_walk_reads_the_size_the_primary_pictures_header_declares(data):
     assert (layout.width, layout.height) == Image.open(io.BytesIO(data)).size
 
 
+def test_a_walk_that_stopped_short_of_the_scan_limit_is_walked_again():
+    """The decoder's walk stops at the second scan (it only asks "one pass?"): handed to the
+    decode, that count cannot settle a limit of 100, so the scan bomb is still refused, while
+    a complete count (a one-pass JPEG's) settles any limit."""
+    bomb, photo = scan_bomb(side=64, repeats=150), encode(crop(0))
+    stopped, complete = jpeg_layout(bomb, max_scans=1), jpeg_layout(photo, max_scans=1)
+    assert (stopped.scans, stopped.settles(100), stopped.settles(1)) == (2, False, True)
+    assert (complete.scans, complete.settles(100)) == (1, True)
+    with pytest.raises(ImageTooLarge, match="more than 100 scans"):
+        prepare_frames(bomb, SIZE, layout=stopped)
+    assert prepare_frames(photo, SIZE, layout=complete)[0].pixels.shape == (3, SIZE, SIZE)
+
+
 def test_an_exif_thumbnail_does_not_count_as_scans():
     thumbnail = encode(crop(1, size=(32, 24)), progressive=True)
     exif = Image.Exif()
