@@ -130,14 +130,22 @@ class PreparedImage:
 @dataclass(frozen=True)
 class JpegLayout:
     """What one walk over a JPEG's markers found (`jpeg_layout`): its start-of-frame markers,
-    the size its first frame header declares (0 x 0 without one), and its scans, counted until
-    past `max_scans`."""
+    the size its first frame header declares (0 x 0 without one), its scans, counted until
+    past `max_scans`, and the code of every marker segment met (`markers`: whether it holds an
+    APP1 segment, EXIF or XMP, or an APP11 one, a C2PA manifest's JUMBF)."""
 
     frames: tuple[int, ...]
     width: int
     height: int
     scans: int
     max_scans: int
+    markers: frozenset[int] = frozenset()
+
+    @property
+    def complete(self) -> bool:
+        """Whether the walk went to the end of the primary picture (it did not stop past
+        `max_scans`): `markers` then holds every marker segment it has."""
+        return self.scans <= self.max_scans
 
     @property
     def one_pass(self) -> bool:
@@ -147,7 +155,7 @@ class JpegLayout:
     def settles(self, max_scans: int) -> bool:
         """Whether this walk says if the JPEG has more than `max_scans` scans: its count is
         exact (the walk reached the end), or it went past at least that many."""
-        return self.scans <= self.max_scans or self.max_scans >= max_scans
+        return self.complete or self.max_scans >= max_scans
 
 
 def sniff_format(data: bytes) -> str:
@@ -278,11 +286,12 @@ def _open(
 
 
 def jpeg_layout(data: bytes, max_scans: int = ImageLimits.max_scans) -> JpegLayout:
-    """The start-of-frame markers, declared size and start-of-scan count of a JPEG's primary
-    picture, in one walk over its markers (`_jpeg_markers`) to the end-of-image marker, or
-    until past `max_scans` scans."""
-    frames, scans, size = [], 0, (0, 0)
+    """The start-of-frame markers, declared size, start-of-scan count and marker codes of a
+    JPEG's primary picture, in one walk over its markers (`_jpeg_markers`) to the end-of-image
+    marker, or until past `max_scans` scans."""
+    frames, scans, size, markers = [], 0, (0, 0), set()
     for marker, segment in _jpeg_markers(data):
+        markers.add(marker)
         if marker in _JPEG_FRAME_MARKERS:
             # after its length and sample precision: height and width, big-endian
             dimensions = data[segment + 3 : segment + 7]
@@ -294,7 +303,7 @@ def jpeg_layout(data: bytes, max_scans: int = ImageLimits.max_scans) -> JpegLayo
             scans += 1
             if scans > max_scans:
                 break
-    return JpegLayout(tuple(frames), *size, scans, max_scans)
+    return JpegLayout(tuple(frames), *size, scans, max_scans, frozenset(markers))
 
 
 def jpeg_scan_count(data: bytes, stop_after: int | None = None) -> int:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image
 
+from common.image import JpegLayout
+
 __all__ = ["KNOWN_GENERATORS", "EmbeddedMetadata", "read_metadata"]
 
 IPTC_EXT_NS = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
@@ -31,6 +33,7 @@ KNOWN_GENERATORS = re.compile(
 )
 _MAX_XMP_BYTES = 1024 * 1024  # larger packets are not read (a JPEG's XMP block holds 64 KB)
 _MAX_TEXT = 200  # characters kept of any value taken from the file
+_APP1 = 0xE1  # a JPEG's EXIF and XMP segments
 _READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)  # Pillow's "cannot read"
 
 
@@ -50,8 +53,14 @@ class EmbeddedMetadata:
         }
 
 
-def read_metadata(data: bytes) -> EmbeddedMetadata:
-    """The metadata claims of a JPEG, PNG or WebP file; empty for anything Pillow cannot open."""
+def read_metadata(data: bytes, layout: JpegLayout | None = None) -> EmbeddedMetadata:
+    """The metadata claims of a JPEG, PNG or WebP file; empty for anything Pillow cannot open.
+
+    `layout`: the JPEG's `common.image.jpeg_layout`, when the caller has walked its markers.
+    A JPEG's claims are all in APP1 segments (EXIF, XMP), so one without any is not opened.
+    """
+    if layout is not None and _APP1 not in layout.markers:
+        return EmbeddedMetadata()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning: no pixel is decoded here

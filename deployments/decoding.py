@@ -83,23 +83,26 @@ def overlay_photo(
     return photo
 
 
-def _decode_if_bounded(function, data: bytes, args: tuple, read) -> tuple[bool, tuple | None]:
-    """In one of the replica's threads: whether the upload is a big one, and, for a one-pass
-    JPEG of at most LARGE_PIXELS (its cost bounded by its size: under 0.2 s at the 10 MB limit
-    here, and a few MB once libjpeg downscales), `function`'s result and `read`'s, since a
-    worker's round trip would cost more than it protects. None for the pool's uploads. The
-    markers are walked once: `function` is given the layout found here."""
+def _decode_if_bounded(
+    function, data: bytes, args: tuple, read
+) -> tuple[bool, JpegLayout | None, tuple | None]:
+    """In one of the replica's threads: whether the upload is a big one, a JPEG's layout, and,
+    for a one-pass JPEG of at most LARGE_PIXELS (its cost bounded by its size: under 0.2 s at
+    the 10 MB limit here, and a few MB once libjpeg downscales), `function`'s result and
+    `read`'s, since a worker's round trip would cost more than it protects. None for the
+    pool's uploads. The markers are walked once: `function` and `read` are given the layout
+    found here."""
     if not data.startswith(b"\xff\xd8"):
-        return declared_pixels(data) > LARGE_PIXELS, None
+        return declared_pixels(data) > LARGE_PIXELS, None, None
     # Its size is what the header declares (no second header read). One scan is all a one-pass
     # JPEG may have, so the walk stops at a progressive JPEG's second scan, and a one-pass
     # JPEG's complete count settles the decode's scan limit: it is not walked again.
     layout = jpeg_layout(data, max_scans=1)
     large = layout.width * layout.height > LARGE_PIXELS
     if large or not layout.one_pass:
-        return large, None
+        return large, layout, None
     result = function(data, *args, layout=layout)
-    return large, (result, None if read is None else read(data))
+    return large, layout, (result, None if read is None else read(data, layout))
 
 
 class ImageDecoder:
@@ -121,9 +124,14 @@ class ImageDecoder:
         return frames
 
     async def prepare_frames_and(
-        self, data: bytes, size: int, limits: ImageLimits, read: Callable[[bytes], T]
+        self,
+        data: bytes,
+        size: int,
+        limits: ImageLimits,
+        read: Callable[[bytes, JpegLayout | None], T],
     ) -> tuple[list[PreparedImage], T]:
-        """`prepare_frames`, and `read(data)` beside it (the Ingress's provenance): in the
+        """`prepare_frames`, and `read(data, layout)` beside it (the Ingress's provenance;
+        `layout`: a JPEG's `jpeg_layout`, walked to its second scan at most, else None): in the
         same thread hop when the upload decodes in this replica, in a thread of its own while
         a worker decodes it. `read` must not raise."""
         return await self._run(prepare_frames, data, (size, limits), read)
@@ -145,14 +153,16 @@ class ImageDecoder:
     async def _run(self, function, data: bytes, args: tuple, read=None):
         # one hop to a thread: the header checks (off the event loop), then a bounded upload's
         # decode and `read` there too; anything else goes to a worker, `read` meanwhile
-        large, here = await asyncio.to_thread(_decode_if_bounded, function, data, args, read)
+        large, layout, here = await asyncio.to_thread(
+            _decode_if_bounded, function, data, args, read
+        )
         if here is not None:
             return here
         timeout_s = self.timeout_s * (LARGE_TIMEOUT_FACTOR if large else 1)
         future = None
         try:
             future = self._pool(large).schedule(function, args=(data, *args), timeout=timeout_s)
-            beside = None if read is None else await asyncio.to_thread(read, data)
+            beside = None if read is None else await asyncio.to_thread(read, data, layout)
             # cancelling (a client gone) cancels the task, and pebble kills a running one
             return await asyncio.wrap_future(future), beside
         except BrokenProcessPool:

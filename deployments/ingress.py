@@ -31,7 +31,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from common.answers import ModelInfo, Prediction, prediction_for
-from common.image import ImageError, ImageLimits, PreparedImage
+from common.image import ImageError, ImageLimits, JpegLayout, PreparedImage
 from common.provenance import (
     ManifestReader,
     Provenance,
@@ -505,9 +505,11 @@ class Ingress:
             logger.info("C2PA manifest %s: %s", provenance.c2pa.validation, provenance.c2pa.reason)
         return frames, provenance
 
-    def _read_provenance(self, data: bytes) -> tuple[Provenance, float]:
+    def _read_provenance(
+        self, data: bytes, layout: JpegLayout | None = None
+    ) -> tuple[Provenance, float]:
         """`read_provenance` with this replica's settings (in a thread; it never raises), and
-        the milliseconds it took."""
+        the milliseconds it took. `layout`: the decode's walk over a JPEG's markers."""
         started = time.perf_counter()
         provenance = read_provenance(
             data,
@@ -515,6 +517,7 @@ class Ingress:
             max_bytes=self.settings.max_file_bytes,
             timeout_s=self.config.provenance_timeout_s,
             reader=self._manifests,
+            layout=layout,
         )
         return provenance, _ms_since(started)
 

@@ -108,6 +108,7 @@ def test_the_vectorised_marker_walk_finds_what_a_byte_by_byte_walk_finds(window,
         for variant in variants:
             walked = [marker for marker, _ in image_module._jpeg_markers(variant)]
             assert walked == _markers_byte_by_byte(variant)
+            assert jpeg_layout(variant, max_scans=len(variant)).markers == frozenset(walked)
 
 
 @pytest.mark.parametrize(
@@ -135,6 +136,7 @@ def test_a_walk_that_stopped_short_of_the_scan_limit_is_walked_again():
     stopped, complete = jpeg_layout(bomb, max_scans=1), jpeg_layout(photo, max_scans=1)
     assert (stopped.scans, stopped.settles(100), stopped.settles(1)) == (2, False, True)
     assert (complete.scans, complete.settles(100)) == (1, True)
+    assert (stopped.complete, complete.complete) == (False, True)  # it met every segment
     with pytest.raises(ImageTooLarge, match="more than 100 scans"):
         prepare_frames(bomb, SIZE, layout=stopped)
     assert prepare_frames(photo, SIZE, layout=complete)[0].pixels.shape == (3, SIZE, SIZE)

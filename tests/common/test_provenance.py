@@ -4,9 +4,11 @@ import threading
 import time
 
 import pytest
+from PIL import ExifTags, Image
 
-from common import c2pa_child
+from common import c2pa_child, image_metadata
 from common.c2pa_reader import ManifestReader
+from common.image import jpeg_layout
 from common.image_metadata import EmbeddedMetadata, read_metadata
 from common.provenance import (
     ContentCredentials,
@@ -18,13 +20,16 @@ from common.provenance import (
 )
 from tests.provenance_fixtures import (
     AI_MEDIA,
+    C2PA_STORE_UUID,
     CAMERA_FIRMWARE,
+    CAMERA_MODEL,
     CAPTURE,
     IMAGE_GENERATOR,
     IPTC,
     SD_PARAMETERS,
     TRUSTED,
     UNTRUSTED,
+    camera_photo,
     case_names,
     cases,
     garbled_manifest,
@@ -37,6 +42,7 @@ from tests.provenance_fixtures import (
     trust_anchors_pem,
     with_xmp,
     write_trust_anchors,
+    xmp_packet,
 )
 
 FORMATS = ("JPEG", "PNG", "WEBP")
@@ -47,6 +53,15 @@ EMPTY = {"c2pa": None, "metadata": EmbeddedMetadata().to_dict(), "declared": Non
 def reader():
     with ManifestReader() as shared:
         yield shared
+
+
+def _exif_with(software: str | None = None, user_comment: bytes | None = None) -> bytes:
+    exif = Image.Exif()
+    if software is not None:
+        exif[ExifTags.Base.Software] = software
+    if user_comment is not None:
+        exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment] = user_comment
+    return exif.tobytes()
 
 
 def _read(data: bytes, reader: ManifestReader, **options) -> Provenance:
@@ -61,6 +76,70 @@ def _read(data: bytes, reader: ManifestReader, **options) -> Provenance:
 def test_each_case_gives_exactly_the_contract_fields(fmt, name, reader):
     case = cases(fmt)[name]
     assert _read(case.data, reader).to_dict() == case.provenance
+
+
+@pytest.mark.parametrize("name", case_names("JPEG"))
+def test_a_jpegs_walked_layout_gives_the_same_provenance(name, reader):
+    """The decode's walk over a JPEG's markers (to its second scan at most, as the Ingress
+    walks it) stands in for searching the bytes: each case still gives the contract's fields."""
+    case = cases("JPEG")[name]
+    layout = jpeg_layout(case.data, max_scans=1)
+    assert _read(case.data, reader, layout=layout).to_dict() == case.provenance
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        photo("JPEG", exif=_exif_with(software="Adobe Firefly")),
+        photo(
+            "JPEG", exif=_exif_with(user_comment=b"UNICODE\0" + SD_PARAMETERS.encode("utf-16-be"))
+        ),
+        with_xmp("JPEG", xmp_packet(AI_MEDIA)),
+        photo("JPEG", progressive=True, exif=_exif_with(software="Midjourney")),
+        photo("JPEG"),
+    ],
+    ids=["exif_software", "exif_user_comment", "xmp", "progressive", "no_metadata"],
+)
+def test_a_jpegs_walked_layout_gives_the_same_metadata(data):
+    assert read_metadata(data, jpeg_layout(data, max_scans=1)) == read_metadata(data)
+
+
+def test_a_jpeg_without_app1_segments_is_not_opened_for_its_metadata(monkeypatch):
+    """Its claims are all in APP1 segments (EXIF, XMP): one without any is not opened."""
+    plain, camera = photo("JPEG"), camera_photo("JPEG")
+    opened, open_image = [], image_metadata.Image.open
+    monkeypatch.setattr(
+        image_metadata.Image, "open", lambda *args: opened.append(args) or open_image(*args)
+    )
+    assert read_metadata(plain, jpeg_layout(plain, max_scans=1)) == EmbeddedMetadata()
+    assert opened == []
+    assert read_metadata(camera, jpeg_layout(camera, max_scans=1)).camera == CAMERA_MODEL
+    assert len(opened) == 1
+
+
+def test_a_jpeg_walked_whole_is_searched_for_a_manifest_only_with_an_app11_segment(
+    reader, monkeypatch
+):
+    """A JPEG embeds its manifest in APP11 segments: the store's UUID elsewhere (a comment
+    here) is none, and with a complete walk that met no APP11 the library is not asked. A walk
+    that stopped at a progressive JPEG's second scan has not met every segment: the bytes are
+    searched, and a signed one's manifest is found."""
+    asked, read = [], reader.read
+    monkeypatch.setattr(
+        reader, "read", lambda data, **options: asked.append(data) or read(data, **options)
+    )
+    commented = photo("JPEG", comment=b"c2pa store " + C2PA_STORE_UUID)
+    layout = jpeg_layout(commented, max_scans=1)
+    assert layout.complete and 0xEB not in layout.markers
+    assert _read(commented, reader, layout=layout).c2pa is None
+    assert asked == []
+    assert _read(commented, reader).c2pa is None  # without the walk: searched, asked, none found
+    assert asked == [commented]
+
+    progressive = sign(photo("JPEG", progressive=True), "JPEG", TRUSTED, CAPTURE, CAMERA_FIRMWARE)
+    layout = jpeg_layout(progressive, max_scans=1)
+    assert not layout.complete
+    assert _read(progressive, reader, layout=layout).c2pa.validation == "trusted"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

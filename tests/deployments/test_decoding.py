@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from common.image import ImageLimits, ImageTooCostly, prepare_image
+from common.image import ImageLimits, ImageTooCostly, JpegLayout, jpeg_layout, prepare_image
 from deployments.decoding import ImageDecoder
 from tests.images import crop, encode, grey16_png, image_bytes, scan_bomb
 
@@ -104,24 +104,31 @@ def test_big_uploads_leave_a_worker_to_the_usual_photos():
 
 def test_the_read_beside_a_decode_runs_in_the_decodes_thread_hop_or_while_a_worker_decodes():
     """`prepare_frames_and`: a one-pass JPEG's decode and the read share one thread (one hop
-    off the event loop); a progressive JPEG goes to a worker and the read still comes back."""
+    off the event loop); a progressive JPEG goes to a worker and the read still comes back.
+    The read is handed the decode's walk over a JPEG's markers: whole for a one-pass JPEG,
+    stopped at a progressive one's second scan, none for a PNG."""
     decoder = ImageDecoder(workers=1, timeout_s=5.0)
     baseline, progressive = image_bytes(3), encode(crop(3), progressive=True)
     loop_thread = threading.get_ident()
 
-    def read(data: bytes) -> tuple[int, int]:
-        return len(data), threading.get_ident()
+    def read(data: bytes, layout: JpegLayout | None) -> tuple[int, int, JpegLayout | None]:
+        return len(data), threading.get_ident(), layout
 
     async def both(data: bytes):
         return await decoder.prepare_frames_and(data, SIZE, ImageLimits(), read)
 
     try:
-        (frame,), (length, thread) = asyncio.run(both(baseline))
+        (frame,), (length, thread, layout) = asyncio.run(both(baseline))
         assert (frame.pixels == prepare_image(baseline, SIZE).pixels).all()
         assert length == len(baseline) and thread != loop_thread
-        (frame,), (length, _) = asyncio.run(both(progressive))
+        assert layout == jpeg_layout(baseline, max_scans=1) and layout.complete
+        (frame,), (length, _, layout) = asyncio.run(both(progressive))
         assert (frame.pixels == prepare_image(progressive, SIZE).pixels).all()
         assert length == len(progressive)
+        assert layout.scans == 2 and not layout.complete
+        png = image_bytes(3, "PNG")
+        _, (length, _, layout) = asyncio.run(both(png))
+        assert (length, layout) == (len(png), None)
     finally:
         decoder.close()
 
