@@ -270,7 +270,7 @@ class Ingress:
         info = await self._primary_info()
         frames, provenance = await self._read(data, info.image_size)
         classified = time.perf_counter()
-        per_frame = list(await asyncio.gather(*(self._classify_gathered(f) for f in frames)))
+        per_frame = await self._classify_frames(frames)
         prediction = most_generated(per_frame)
         self._observe_stages(prediction, (time.perf_counter() - classified) * 1000.0)
         self._after_predictions([prediction], [provenance], info)
@@ -532,6 +532,13 @@ class Ingress:
         per-call cost of a handle call and of the Classifier's request path is paid per
         gathered group, not per image. They still join the Classifier's own batches."""
         return await self._predict_many(images, "predict", self._classifier)
+
+    async def _classify_frames(self, frames: list[PreparedImage]) -> list[Prediction]:
+        """One upload's frames through the gathered calls: a still image's frame is awaited as
+        it is (no task of its own, as most uploads are one), an animation's side by side."""
+        if len(frames) == 1:
+            return [await self._classify_gathered(frames[0])]
+        return list(await asyncio.gather(*(self._classify_gathered(f) for f in frames)))
 
     async def _classify(
         self, frames: list[PreparedImage], route: str, handle: DeploymentHandle | None = None

@@ -22,13 +22,19 @@ _ANSI_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")  # CSI and 2-b
 
 
 async def single_upload(request: Request) -> bytes:
-    """The one `file` of a single-image request (duplicates and stray fields are refused)."""
-    files = await uploads(request, "file", 1)
-    return files[0][1]
+    """The one `file` of a single-image request (duplicates and stray fields are refused); its
+    name is not echoed, so not read."""
+    (upload,) = await _files(request, "file", 1)
+    return await upload.read()
 
 
 async def uploads(request: Request, field: str, max_files: int) -> list[tuple[str, bytes]]:
     """(filename, bytes) of every upload under `field`, in order; refuses other fields."""
+    files = await _files(request, field, max_files)
+    return [(safe_filename(f.filename, i), await f.read()) for i, f in enumerate(files)]
+
+
+async def _files(request: Request, field: str, max_files: int) -> list[StarletteUploadFile]:
     form = await request.form()  # parsed once by FastAPI already; this is its cached copy
     unexpected = sorted({key for key in form if key != field})
     if unexpected:
@@ -41,7 +47,7 @@ async def uploads(request: Request, field: str, max_files: int) -> list[tuple[st
         raise ApiError(422, "validation_error", f"send exactly one `{field}`, not {len(values)}")
     if len(values) > max_files:
         raise ApiError(413, "too_large", f"{len(values)} files; at most {max_files} per request")
-    return [(safe_filename(v.filename, i), await v.read()) for i, v in enumerate(values)]
+    return values
 
 
 def safe_filename(name: str | None, index: int) -> str:
