@@ -41,9 +41,7 @@ __all__ = [
     "UnsupportedImageFormat",
     "declared_pixels",
     "decode_image",
-    "is_one_pass_jpeg",
     "jpeg_layout",
-    "jpeg_scan_count",
     "judged_frame_indices",
     "prepare_frames",
     "prepare_image",
@@ -149,7 +147,12 @@ class JpegLayout:
 
     @property
     def one_pass(self) -> bool:
-        """Whether libjpeg decodes it in one pass (`is_one_pass_jpeg`)."""
+        """Whether libjpeg decodes it in one pass: a sequential Huffman frame (baseline or
+        extended, what cameras and phones write) with a single scan. Its decoding cost is
+        bounded by its size alone (about 12 ms per MB here, with libjpeg's downscaling), unlike
+        a progressive JPEG's (every scan is a pass over all the picture's blocks) or a lossless
+        or arithmetic-coded one's (no downscaling, or slower decoding). A walk to the second
+        scan (`max_scans=1`) is enough to tell."""
         return self.scans == 1 and self.frames in ((0xC0,), (0xC1,))
 
     def settles(self, max_scans: int) -> bool:
@@ -304,21 +307,6 @@ def jpeg_layout(data: bytes, max_scans: int = ImageLimits.max_scans) -> JpegLayo
             if scans > max_scans:
                 break
     return JpegLayout(tuple(frames), *size, scans, max_scans, frozenset(markers))
-
-
-def jpeg_scan_count(data: bytes, stop_after: int | None = None) -> int:
-    """Start-of-scan markers of a JPEG's primary picture, counted up to the end-of-image
-    marker, or until past `stop_after`."""
-    return jpeg_layout(data, len(data) if stop_after is None else stop_after).scans
-
-
-def is_one_pass_jpeg(data: bytes) -> bool:
-    """A JPEG that libjpeg decodes in one pass: a sequential Huffman frame (baseline or
-    extended, what cameras and phones write) with a single scan. Its decoding cost is bounded
-    by its size alone (about 12 ms per MB here, with libjpeg's downscaling), unlike a
-    progressive JPEG's (every scan is a pass over all the picture's blocks) or a lossless or
-    arithmetic-coded one's (no downscaling, or slower decoding)."""
-    return data.startswith(b"\xff\xd8") and jpeg_layout(data, max_scans=1).one_pass
 
 
 def _jpeg_markers(data: bytes) -> Iterator[tuple[int, int]]:
